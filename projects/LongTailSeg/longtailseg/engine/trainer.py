@@ -1,0 +1,122 @@
+"""The pieces ``tools/train_net.py``'s ``Trainer(DefaultTrainer)`` is built from."""
+import logging
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detectron2.data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.data import transforms as T
+from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, LVISEvaluator
+from detectron2.utils import comm
+
+from ..data import check_label_values, missing_files_reported, prepare_dataset
+from ..errors import DatasetError
+from ..data.class_counting import load_or_compute_class_stats
+from ..evaluation import LongTailSemSegEvaluator
+
+logger = logging.getLogger(__name__)
+
+
+def create_ddp_model(model, find_unused_parameters=False):
+    """DDP over the processes of ``launch``; ``device_ids=None`` for CPU processes.
+
+    Detectron2's ``DefaultTrainer`` always passes ``device_ids=[local_rank]`` (CUDA only) and no
+    ``find_unused_parameters``, which multi-expert heads and frozen stage-2 models need.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    on_cuda = next(model.parameters()).is_cuda
+    return DistributedDataParallel(
+        model,
+        device_ids=[comm.get_local_rank()] if on_cuda else None,
+        broadcast_buffers=False,
+        find_unused_parameters=find_unused_parameters,
+    )
+
+
+def is_sem_seg(cfg):
+    return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+
+
+def build_sem_seg_train_augmentations(cfg):
+    """Resize, crop (no class over SINGLE_CATEGORY_MAX_AREA of the crop), flip: DeepLab's recipe."""
+    augs = [
+        T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )
+    ]
+    if cfg.INPUT.CROP.ENABLED:
+        augs.append(
+            T.RandomCrop_CategoryAreaConstraint(
+                cfg.INPUT.CROP.TYPE,
+                cfg.INPUT.CROP.SIZE,
+                cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
+                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            )
+        )
+    augs.append(T.RandomFlip())
+    return augs
+
+
+class CheckedSemSegDatasetMapper(DatasetMapper):
+    """DatasetMapper that refuses label values outside [0, NUM_CLASSES) ∪ {ignore}, naming the file."""
+
+    def __init__(self, cfg, is_train=True):
+        super().__init__(cfg, is_train, augmentations=build_sem_seg_train_augmentations(cfg))
+        self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        self.ignore_label = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+
+    def __call__(self, dataset_dict):
+        label_file = dataset_dict.get("sem_seg_file_name")
+        mapped = super().__call__(dataset_dict)
+        if "sem_seg" in mapped:
+            check_label_values(mapped["sem_seg"].numpy(), self.num_classes, self.ignore_label, label_file)
+        return mapped
+
+
+def build_train_loader(cfg):
+    names = list(cfg.DATASETS.TRAIN)
+    for name in names:
+        prepare_dataset(name)
+    mapper = CheckedSemSegDatasetMapper(cfg, True) if is_sem_seg(cfg) else None
+    with missing_files_reported(names):
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+
+def build_test_loader(cfg, dataset_name):
+    prepare_dataset(dataset_name)
+    with missing_files_reported([dataset_name]):
+        return build_detection_test_loader(cfg, dataset_name)
+
+
+def build_evaluator(cfg, dataset_name, output_folder=None):
+    """Long-tail sem-seg evaluator (+ Cityscapes' own on Cityscapes), LVISEvaluator on LVIS."""
+    output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    metadata = prepare_dataset(dataset_name)
+    evaluator_type = getattr(metadata, "evaluator_type", None)
+    if evaluator_type in ("sem_seg", "cityscapes_sem_seg"):
+        stats = load_or_compute_class_stats(cfg)
+        evaluators = [
+            LongTailSemSegEvaluator(
+                dataset_name,
+                distributed=True,
+                output_dir=output_folder,
+                class_groups=stats.groups,
+                group_shares={g: stats.group_share(g) for g in stats.groups},
+            )
+        ]
+        if evaluator_type == "cityscapes_sem_seg":
+            evaluators.append(CityscapesSemSegEvaluator(dataset_name))
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+    if evaluator_type == "lvis":
+        return LVISEvaluator(dataset_name, output_dir=output_folder)
+    raise DatasetError(
+        f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; LongTailSeg evaluates "
+        "sem_seg, cityscapes_sem_seg and lvis sets: fix DATASETS.TEST"
+    )

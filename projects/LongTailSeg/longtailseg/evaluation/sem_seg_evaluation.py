@@ -1,0 +1,320 @@
+"""Semantic-segmentation evaluation with head / body / tail breakdown.
+
+:class:`LongTailSemSegEvaluator` is a drop-in :class:`detectron2.evaluation.SemSegEvaluator`
+that also reports mIoU / mACC per class group. It differs from Detectron2 v0.6 in one rule:
+a class with no ground-truth pixels is left out of every mean (v0.6 counts a class that is
+predicted but absent from the ground truth as IoU 0 in the mIoU denominator). On long-tailed
+validation sets many tail classes can be absent, and counting them as 0 would make the tail
+mIoU measure false positives rather than segmentation quality.
+"""
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tabulate import tabulate
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import SemSegEvaluator
+from detectron2.utils.comm import all_gather, is_main_process, synchronize
+from detectron2.utils.file_io import PathManager
+
+from ..data.labels import check_label_values
+from ..errors import ConfigError, DatasetError
+from ..io import write_json_atomically
+
+DEFAULT_IGNORE_LABEL = 255
+RESULTS_FILE_NAME = "sem_seg_results.json"
+# At most this many offending label values are named in an error message (one line).
+_MAX_VALUES_IN_MESSAGE = 10
+
+
+def sem_seg_metrics(
+    conf_matrix: np.ndarray,
+    class_names: Sequence[str],
+    class_groups: Optional[Mapping[str, Sequence[int]]] = None,
+) -> Dict[str, float]:
+    """Metrics (in percent) from a ``(C+1) x (C+1)`` confusion matrix indexed ``[pred, gt]``.
+
+    The last row / column holds ignored ground-truth pixels and is not counted. Classes without
+    ground-truth pixels get NaN IoU / ACC and are left out of every mean; a mean over no class
+    is NaN. Keys follow Detectron2 (``mIoU``, ``fwIoU``, ``IoU-<name>``, ``mACC``, ``pACC``,
+    ``ACC-<name>``) plus ``mIoU-<group>`` and ``mACC-<group>`` for each group.
+    """
+    num_classes = len(class_names)
+    counted = np.asarray(conf_matrix, dtype=np.float64)[:num_classes, :num_classes]
+    true_positives = counted.diagonal()
+    gt_pixels = counted.sum(axis=0)
+    # Predictions on ignored pixels sit in the last column, which `counted` drops: they are no FP.
+    pred_pixels = counted.sum(axis=1)
+    present = gt_pixels > 0
+
+    iou = np.full(num_classes, np.nan)
+    acc = np.full(num_classes, np.nan)
+    union = gt_pixels + pred_pixels - true_positives
+    iou[present] = true_positives[present] / union[present]
+    acc[present] = true_positives[present] / gt_pixels[present]
+
+    total_gt = gt_pixels.sum()
+    res = {}
+    res["mIoU"] = 100 * _mean_over_present(iou, present)
+    weighted_iou = np.sum(iou[present] * gt_pixels[present])
+    res["fwIoU"] = 100 * float(weighted_iou / total_gt) if total_gt > 0 else math.nan
+    for name, value in zip(class_names, iou):
+        res[f"IoU-{name}"] = 100 * float(value)
+    res["mACC"] = 100 * _mean_over_present(acc, present)
+    res["pACC"] = 100 * float(true_positives.sum() / total_gt) if total_gt > 0 else math.nan
+    for name, value in zip(class_names, acc):
+        res[f"ACC-{name}"] = 100 * float(value)
+    for group, ids in (class_groups or {}).items():
+        ids = np.asarray(list(ids), dtype=np.int64)
+        res[f"mIoU-{group}"] = 100 * _mean_over_present(iou[ids], present[ids])
+        res[f"mACC-{group}"] = 100 * _mean_over_present(acc[ids], present[ids])
+    return res
+
+
+def _mean_over_present(values: np.ndarray, present: np.ndarray) -> float:
+    """Mean of ``values`` where ``present``; NaN when no class is present."""
+    return float(values[present].mean()) if present.any() else math.nan
+
+
+def _format_number(value, fmt: str = "{:.2f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return fmt.format(value)
+
+
+def format_group_table(
+    sem_seg_results: Mapping[str, float],
+    class_groups: Mapping[str, Sequence[int]],
+    group_shares: Optional[Mapping[str, float]] = None,
+) -> str:
+    """Pipe table ``group | classes | pixel share (train) | mIoU | mACC``, one row per group
+    plus ``all``. Shares are fractions (0.9 = 90 %); "-" where not given, "n/a" for NaN or null
+    metrics (a group none of whose classes occur in the ground truth)."""
+    rows = []
+    for group, ids in class_groups.items():
+        share = None if not group_shares or group not in group_shares else group_shares[group]
+        rows.append(
+            [
+                group,
+                len(ids),
+                "-" if share is None else f"{100 * share:.2f} %",
+                _format_number(sem_seg_results.get(f"mIoU-{group}")),
+                _format_number(sem_seg_results.get(f"mACC-{group}")),
+            ]
+        )
+    # Shares of the "all" row: the groups' sum, known only when every group's share is.
+    shares_known = bool(group_shares) and all(g in group_shares for g in class_groups)
+    all_share = sum(group_shares[g] for g in class_groups) if shares_known else None
+    rows.append(
+        [
+            "all",
+            sum(len(ids) for ids in class_groups.values()),
+            "-" if all_share is None else f"{100 * all_share:.2f} %",
+            _format_number(sem_seg_results.get("mIoU")),
+            _format_number(sem_seg_results.get("mACC")),
+        ]
+    )
+    return tabulate(
+        rows,
+        headers=["group", "classes", "pixel share (train)", "mIoU", "mACC"],
+        tablefmt="pipe",
+        stralign="right",
+        numalign="right",
+    )
+
+
+def _nan_to_none(value):
+    """JSON has no NaN: write missing metrics as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+class LongTailSemSegEvaluator(SemSegEvaluator):
+    """SemSegEvaluator that leaves classes absent from the ground truth out of every mean and
+    adds ``mIoU-<group>`` / ``mACC-<group>`` for head / body / tail class groups."""
+
+    def __init__(
+        self,
+        dataset_name: str,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        *,
+        class_groups: Optional[Mapping[str, Sequence[int]]] = None,
+        group_shares: Optional[Mapping[str, float]] = None,
+        num_classes: Optional[int] = None,
+        ignore_label: Optional[int] = None,
+    ):
+        """
+        Args:
+            dataset_name: a dataset registered in DatasetCatalog whose records carry
+                ``file_name`` and ``sem_seg_file_name``.
+            distributed: gather confusion matrices from all ranks; only the main process
+                returns results.
+            output_dir: where ``sem_seg_results.json`` is written (main process only).
+            class_groups: group name -> contiguous class ids, e.g. ``ClassStats.groups``.
+            group_shares: group name -> share of training pixels (only shown in the table).
+            num_classes, ignore_label: default to the metadata's ``len(stuff_classes)`` and
+                ``ignore_label`` (255 when unset).
+        """
+        # SemSegEvaluator.__init__ is not called: it warns on num_classes / ignore_label and
+        # needs metadata.ignore_label to exist. The attributes it sets are set here instead.
+        self._logger = logging.getLogger(__name__)
+        self._dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._cpu_device = torch.device("cpu")
+
+        self.input_file_to_gt_file = {
+            record["file_name"]: record["sem_seg_file_name"]
+            for record in DatasetCatalog.get(dataset_name)
+            if "sem_seg_file_name" in record
+        }
+
+        meta = MetadataCatalog.get(dataset_name)
+        stuff_to_contiguous = meta.get("stuff_dataset_id_to_contiguous_id", None)
+        self._contiguous_id_to_dataset_id = (
+            {v: k for k, v in stuff_to_contiguous.items()} if stuff_to_contiguous else None
+        )
+        class_names = meta.get("stuff_classes", None)
+        if class_names is None:
+            if num_classes is None:
+                raise DatasetError(
+                    f"dataset {dataset_name} has no stuff_classes in its metadata; set "
+                    f"MetadataCatalog.get({dataset_name!r}).stuff_classes or pass num_classes"
+                )
+            class_names = [str(c) for c in range(num_classes)]
+        elif num_classes is not None and num_classes != len(class_names):
+            raise ConfigError(
+                f"num_classes {num_classes} != {len(class_names)} stuff_classes of dataset "
+                f"{dataset_name}; set MODEL.SEM_SEG_HEAD.NUM_CLASSES to {len(class_names)}"
+            )
+        self._class_names = list(class_names)
+        self._num_classes = len(self._class_names)
+        if ignore_label is None:
+            ignore_label = meta.get("ignore_label", DEFAULT_IGNORE_LABEL)
+        self._ignore_label = int(ignore_label)
+
+        self._class_groups = OrderedDict(
+            (group, [int(c) for c in ids]) for group, ids in (class_groups or {}).items()
+        )
+        for group, ids in self._class_groups.items():
+            bad = [c for c in ids if not 0 <= c < self._num_classes]
+            if bad:
+                raise ConfigError(
+                    f"class group {group!r} has class ids {bad[:_MAX_VALUES_IN_MESSAGE]} outside "
+                    f"0..{self._num_classes - 1} of dataset {dataset_name}; use the class "
+                    "statistics computed for this dataset (MODEL.LONG_TAIL.CLASS_STATS)"
+                )
+        self._group_shares = dict(group_shares) if group_shares else None
+        self.reset()
+
+    def reset(self):
+        # [pred, gt] counts; row / column C collect ignored ground-truth pixels.
+        self._conf_matrix = np.zeros((self._num_classes + 1, self._num_classes + 1), dtype=np.int64)
+        self._predictions = []  # kept for SemSegEvaluator compatibility; never filled
+
+    def process(self, inputs, outputs):
+        """Add one batch to the confusion matrix.
+
+        ``outputs[i]["sem_seg"]`` is a ``(C, H, W)`` score tensor for ``inputs[i]``; the ground
+        truth is the label file that the dataset record of ``inputs[i]["file_name"]`` names.
+        Per-image RLE predictions (v0.6's ``sem_seg_predictions.json``) are not kept.
+        """
+        for input_dict, output in zip(inputs, outputs):
+            scores = output["sem_seg"] if isinstance(output, Mapping) else output
+            if scores.shape[0] != self._num_classes:
+                raise ConfigError(
+                    f"the model predicts {scores.shape[0]} classes but dataset "
+                    f"{self._dataset_name} has {self._num_classes}; set "
+                    f"MODEL.SEM_SEG_HEAD.NUM_CLASSES to {self._num_classes}"
+                )
+            pred = scores.argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
+            gt_file = self._gt_file(input_dict)
+            gt = self._read_labels(gt_file)
+            if gt.shape != pred.shape:
+                raise DatasetError(
+                    f"label file {gt_file} is {gt.shape[0]}x{gt.shape[1]} but the prediction for "
+                    f"{input_dict['file_name']} is {pred.shape[0]}x{pred.shape[1]}; labels must "
+                    "have their image's size (re-create them with datasets/prepare_*.py)"
+                )
+            self._conf_matrix += np.bincount(
+                (self._num_classes + 1) * pred.reshape(-1) + gt.reshape(-1),
+                minlength=self._conf_matrix.size,
+            ).reshape(self._conf_matrix.shape)
+
+    def _gt_file(self, input_dict) -> str:
+        file_name = input_dict["file_name"]
+        try:
+            return self.input_file_to_gt_file[file_name]
+        except KeyError:
+            raise DatasetError(
+                f"image {file_name} has no sem_seg_file_name in dataset {self._dataset_name}; "
+                "evaluate on the images of the registered dataset"
+            ) from None
+
+    def _read_labels(self, gt_file: str) -> np.ndarray:
+        """Class ids of one label file, ignore_label mapped to C; bad values are refused."""
+        with PathManager.open(gt_file, "rb") as f:
+            gt = np.asarray(Image.open(f), dtype=np.int64)
+        if gt.ndim != 2:
+            raise DatasetError(
+                f"label file {gt_file} has shape {gt.shape}, not HxW; semantic labels must be "
+                "single-channel class ids (re-create them with datasets/prepare_*.py)"
+            )
+        check_label_values(gt, self._num_classes, self._ignore_label, gt_file)
+        gt = gt.copy()
+        gt[gt == self._ignore_label] = self._num_classes
+        return gt
+
+    def evaluate(self):
+        """Metrics over all processed images; None on processes other than the main one."""
+        conf_matrix = self._conf_matrix
+        if self._distributed:
+            synchronize()
+            matrices = all_gather(self._conf_matrix)
+            if not is_main_process():
+                return None
+            conf_matrix = np.sum(matrices, axis=0, dtype=np.int64)
+
+        res = sem_seg_metrics(conf_matrix, self._class_names, self._class_groups)
+        if self._class_groups:
+            self._logger.info(
+                f"Semantic segmentation on {self._dataset_name} by class group:\n"
+                + format_group_table(res, self._class_groups, self._group_shares)
+            )
+        if self._output_dir:
+            write_json_atomically(
+                _nan_to_none(self._results_file_content(res, conf_matrix)),
+                os.path.join(self._output_dir, RESULTS_FILE_NAME),
+                allow_nan=False,
+            )
+        return OrderedDict({"sem_seg": res})
+
+    def _results_file_content(self, res, conf_matrix) -> dict:
+        """The metrics plus what is needed to read them: group members and class counts."""
+        gt_pixels = conf_matrix[: self._num_classes, : self._num_classes].sum(axis=0)
+        return {
+            "dataset": self._dataset_name,
+            "sem_seg": res,
+            "class_names": self._class_names,
+            "class_groups": self._class_groups,
+            "group_class_counts": {g: len(ids) for g, ids in self._class_groups.items()},
+            # Classes with ground-truth pixels: only these enter the group means.
+            "group_present_class_counts": {
+                g: int(sum(gt_pixels[c] > 0 for c in ids)) for g, ids in self._class_groups.items()
+            },
+            "group_shares": self._group_shares,
+            "ignore_label": self._ignore_label,
+        }

@@ -1,0 +1,195 @@
+"""Class statistics of a training split: counts, frequencies and the head / body / tail split.
+
+Pure Python + numpy (no Detectron2): the method modules read frequencies from a
+:class:`ClassStats`, and ``tools/compute_class_stats.py`` produces the JSON file it is stored in.
+
+Group rules (documented choices, see projects/LongTailSeg/README.md):
+
+* semantic segmentation: by share of labelled training pixels, head > 1 %, tail < 0.1 %, body in
+  between (DisAlign's ADE20K split; on ADE20K it gives objectInfo150's [:20], [20:75], [75:]);
+* LVIS: the dataset's own ``frequency`` field, f -> head, c -> body, r -> tail.
+"""
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ClassStatsError
+from ..io import write_json_atomically
+
+FORMAT = "longtailseg-class-stats/1"
+GROUP_NAMES = ("head", "body", "tail")
+LVIS_FREQUENCY_TO_GROUP = {"f": "head", "c": "body", "r": "tail"}
+DEFAULT_HEAD_RATIO = 0.01
+DEFAULT_TAIL_RATIO = 0.001
+
+
+@dataclass
+class ClassStats:
+    """Per-class counts of one training split.
+
+    ``counts`` are labelled pixels (semantic segmentation) or instances (LVIS);
+    ``image_counts`` the number of training images in which the class occurs.
+    """
+
+    dataset: str
+    task: str  # "sem_seg" or "instances"
+    class_names: List[str]
+    counts: List[float]  # integers when counted; objectInfo150 ratios when read from ADE20K's file
+    image_counts: List[int]
+    groups: Dict[str, List[int]]
+    group_rule: str
+    num_images: int
+    source: str = "counted over the training split"
+    extra: Dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def unit(self) -> str:
+        return "pixels" if self.task == "sem_seg" else "instances"
+
+    @property
+    def frequencies(self) -> np.ndarray:
+        """r_c = n_c / sum_k n_k."""
+        counts = np.asarray(self.counts, dtype=np.float64)
+        total = counts.sum()
+        return counts / total if total > 0 else counts
+
+    def group_share(self, group: str) -> float:
+        """Share of all counted pixels (instances) that belong to ``group``'s classes."""
+        return float(self.frequencies[self.groups.get(group, [])].sum())
+
+    def to_json(self) -> Dict:
+        data = asdict(self)
+        data["format"] = FORMAT
+        data["num_classes"] = self.num_classes
+        data["unit"] = self.unit
+        data["frequencies"] = [float(f) for f in self.frequencies]
+        data["group_shares"] = {g: self.group_share(g) for g in self.groups}
+        return data
+
+
+def split_by_ratio(
+    frequencies: Sequence[float],
+    head_ratio: float = DEFAULT_HEAD_RATIO,
+    tail_ratio: float = DEFAULT_TAIL_RATIO,
+) -> Dict[str, List[int]]:
+    """Head: r_c > head_ratio; tail: r_c < tail_ratio; body: the rest (class ids ascending)."""
+    if not 0 <= tail_ratio <= head_ratio:
+        raise ClassStatsError(
+            f"group thresholds need 0 <= tail ratio ({tail_ratio}) <= head ratio ({head_ratio}); "
+            "fix MODEL.LONG_TAIL.HEAD_RATIO / TAIL_RATIO or --head-ratio / --tail-ratio"
+        )
+    groups = {name: [] for name in GROUP_NAMES}
+    for c, r in enumerate(frequencies):
+        name = "head" if r > head_ratio else ("tail" if r < tail_ratio else "body")
+        groups[name].append(c)
+    return groups
+
+
+def split_by_lvis_frequency(frequency_codes: Sequence[str]) -> Dict[str, List[int]]:
+    """LVIS's r / c / f field mapped to tail / body / head (contiguous class ids)."""
+    groups = {name: [] for name in GROUP_NAMES}
+    for c, code in enumerate(frequency_codes):
+        if code not in LVIS_FREQUENCY_TO_GROUP:
+            raise ClassStatsError(
+                f"category {c} has frequency {code!r}; LVIS categories need 'r', 'c' or 'f'"
+            )
+        groups[LVIS_FREQUENCY_TO_GROUP[code]].append(c)
+    return groups
+
+
+def save(stats: ClassStats, path: str) -> None:
+    """Write the JSON atomically (temporary name, then rename)."""
+    write_json_atomically(stats.to_json(), path)
+
+
+_REQUIRED_KEYS = ("dataset", "task", "class_names", "counts", "image_counts", "groups")
+
+
+def load(path: str) -> ClassStats:
+    """Read a file written by :func:`save`; malformed files are refused with the fix."""
+    regenerate = f"regenerate it with `python tools/compute_class_stats.py --dataset NAME --output {path}`"
+    if not os.path.isfile(path):
+        raise ClassStatsError(f"class-statistics file {path} does not exist; {regenerate}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ClassStatsError(f"class-statistics file {path} is not valid JSON ({e}); {regenerate}")
+    missing = [k for k in _REQUIRED_KEYS if k not in data]
+    if data.get("format") != FORMAT or missing:
+        raise ClassStatsError(
+            f"class-statistics file {path} is not a {FORMAT} file"
+            + (f" (missing {', '.join(missing)})" if missing else "")
+            + f"; {regenerate}"
+        )
+    n = len(data["class_names"])
+    if len(data["counts"]) != n or len(data["image_counts"]) != n:
+        raise ClassStatsError(
+            f"class-statistics file {path} has {n} class names but {len(data['counts'])} counts; "
+            + regenerate
+        )
+    return ClassStats(
+        dataset=data["dataset"],
+        task=data["task"],
+        class_names=list(data["class_names"]),
+        counts=[int(c) if float(c).is_integer() else float(c) for c in data["counts"]],
+        image_counts=[int(c) for c in data["image_counts"]],
+        groups={g: [int(c) for c in ids] for g, ids in data["groups"].items()},
+        group_rule=data.get("group_rule", ""),
+        num_images=int(data.get("num_images", 0)),
+        source=data.get("source", ""),
+        extra=data.get("extra", {}),
+    )
+
+
+def check_matches(
+    stats: ClassStats, class_names: Sequence[str], dataset: str, path: Optional[str] = None
+) -> None:
+    """Refuse statistics whose classes are not the dataset's (count and names, in order)."""
+    where = f"class-statistics file {path}" if path else f"class statistics of {stats.dataset}"
+    fix = (
+        f"regenerate it with `python tools/compute_class_stats.py --dataset {dataset}"
+        + (f" --output {path}`" if path else "`")
+        + " or point MODEL.LONG_TAIL.CLASS_STATS at the file made for this dataset"
+    )
+    if stats.num_classes != len(class_names):
+        raise ClassStatsError(
+            f"{where} has {stats.num_classes} classes but dataset {dataset} has "
+            f"{len(class_names)}; {fix}"
+        )
+    for c, (ours, theirs) in enumerate(zip(stats.class_names, class_names)):
+        if ours != theirs:
+            raise ClassStatsError(
+                f"{where} names class {c} {ours!r} but dataset {dataset} names it {theirs!r}; {fix}"
+            )
+
+
+def parse_ade20k_object_info(path: str) -> Dict[str, list]:
+    """Read ADE20K's ``objectInfo150.txt`` (tab-separated Idx, Ratio, Train, Val, Name).
+
+    Returns ``{"ratios": [...], "train_images": [...], "names": [...]}`` in Idx order. The Ratio
+    column is the class's share of all pixels of the full dataset, not of the labelled pixels.
+    """
+    ratios, train_images, names = [], [], []
+    with open(path) as f:
+        header = f.readline().strip().split("\t")
+        if [h.strip() for h in header[:2]] != ["Idx", "Ratio"]:
+            raise ClassStatsError(
+                f"{path} does not start with ADE20K's 'Idx\\tRatio\\tTrain\\tVal\\tName' header; "
+                "pass the objectInfo150.txt shipped with ADEChallengeData2016"
+            )
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < 5:
+                continue
+            ratios.append(float(parts[1]))
+            train_images.append(int(parts[2]))
+            names.append(parts[4].strip())
+    return {"ratios": ratios, "train_images": train_images, "names": names}

@@ -1,0 +1,2 @@
+"""Semantic-segmentation heads, registered in SEM_SEG_HEADS_REGISTRY on import."""
+from .deeplab import LongTailDeepLabV3PlusHead  # noqa: F401

@@ -1,0 +1,41 @@
+"""LongTailSeg: long-tailed semantic and instance segmentation methods as a Detectron2 extension.
+
+Installs the package ``longtailseg`` from ``projects/LongTailSeg/``. Torch, torchvision and
+Detectron2 are expected in the environment already (``make setup`` installs them: Detectron2 v0.6
+comes from the registry's ``pb1-detectron2`` source distribution, see tools/install_detectron2.sh).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="longtailseg",
+    version="0.1.0",
+    description="Long-tailed segmentation (MEDOE, BLV, DisAlign, PAT) for Detectron2",
+    packages=find_packages("projects/LongTailSeg", include=["longtailseg", "longtailseg.*"]),
+    package_dir={"": "projects/LongTailSeg"},
+    python_requires=">=3.9",
+    # Detectron2 v0.6's runtime needs, declared here because it is installed with --no-deps
+    # (its metadata pins black==21.4b2, fvcore<0.1.6 and iopath<0.1.10).
+    install_requires=[
+        "torch",
+        "torchvision",
+        "numpy",
+        "Pillow",
+        "matplotlib",
+        "pycocotools>=2.0.2",
+        "termcolor",
+        "yacs>=0.1.8",
+        "tabulate",
+        "cloudpickle",
+        "tqdm",
+        "tensorboard",
+        "fvcore==0.1.5.post20221221",
+        "iopath>=0.1.7",
+        "omegaconf>=2.1",
+        "hydra-core>=1.1",
+        "opencv-python-headless",
+        "lvis==0.5.3",
+        "cityscapesscripts",
+        "shapely",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+)

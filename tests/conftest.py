@@ -1,0 +1,42 @@
+"""Shared fixtures: one tiny synthetic long-tailed dataset per test session."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import longtailseg  # noqa: F401  (compatibility patches before any detectron2 import)
+from longtailseg.data import register_synthetic_datasets
+from longtailseg.data.synthetic import generate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_DATA = dict(seed=0, num_classes=19, num_train=24, num_val=8, size=32)
+# Overrides that shrink the synthetic DeepLabV3+ config to seconds per run.
+TINY_TRAINING = [
+    "INPUT.MIN_SIZE_TRAIN", "(32,)", "INPUT.MAX_SIZE_TRAIN", "32",
+    "INPUT.MIN_SIZE_TEST", "32", "INPUT.MAX_SIZE_TEST", "32",
+    "SOLVER.IMS_PER_BATCH", "4", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.CLASS_STATS_WORKERS", "1",
+]
+
+
+@pytest.fixture(scope="session")
+def datasets_root(tmp_path_factory):
+    """A DETECTRON2_DATASETS folder holding ``synthetic/`` (registered in this process too)."""
+    root = tmp_path_factory.mktemp("datasets")
+    generate(str(root / "synthetic"), progress=False, **TINY_DATA)
+    register_synthetic_datasets(str(root / "synthetic"))
+    return root
+
+
+def run_tool(script, *args, datasets_root=None, check=True, timeout=300):
+    """Run a tools/ script as a user would; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    if datasets_root is not None:
+        env["DETECTRON2_DATASETS"] = str(datasets_root)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", script), *map(str, args)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

@@ -1,0 +1,108 @@
+"""tools/train_net.py end to end on the tiny synthetic set, as a user runs it."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_TRAINING, run_tool
+
+CONFIG = "configs/synthetic/deeplab_v3_plus.yaml"
+GROUP_KEYS = ["mIoU-head", "mIoU-body", "mIoU-tail", "mACC-head", "mACC-body", "mACC-tail"]
+
+
+def _results(output_dir, dataset="synthetic_ade_sem_seg_val"):
+    with open(output_dir / "inference" / dataset / "sem_seg_results.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trained(datasets_root, tmp_path_factory):
+    """Four iterations of the CE baseline, then its final evaluation."""
+    out = tmp_path_factory.mktemp("baseline")
+    run_tool("train_net.py", "--config-file", CONFIG, *TINY_TRAINING,
+             "SOLVER.MAX_ITER", 4, "OUTPUT_DIR", out, datasets_root=datasets_root)
+    return out
+
+
+def test_training_writes_checkpoint_stats_and_long_tail_results(trained):
+    assert (trained / "model_final.pth").is_file()
+    stats = json.loads((trained / "class_stats.json").read_text())
+    assert stats["dataset"] == "synthetic_ade_sem_seg_train" and stats["num_classes"] == 19
+    results = _results(trained)
+    for key in ["mIoU", "mACC", "pACC", "fwIoU"] + GROUP_KEYS:
+        assert key in results, key
+    assert 0 <= results["pACC"] <= 100
+
+
+def test_eval_only_with_two_cpu_processes_matches_one(trained, datasets_root, tmp_path):
+    weights = trained / "model_final.pth"
+    metrics = {}
+    for n in (1, 2):
+        out = tmp_path / f"eval{n}"
+        run_tool("train_net.py", "--config-file", CONFIG, "--eval-only", "--num-gpus", n, *TINY_TRAINING,
+                 "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out, datasets_root=datasets_root)
+        metrics[n] = _results(out)
+    for key in ["mIoU", "mACC", "pACC", "fwIoU"] + GROUP_KEYS:
+        assert metrics[1][key] == pytest.approx(metrics[2][key], abs=1e-9, nan_ok=True), key
+    assert metrics[1] == pytest.approx(_results(trained), nan_ok=True)  # same weights, same numbers
+
+
+def test_two_process_training_on_cpu(datasets_root, tmp_path):
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "--num-gpus", 2, *TINY_TRAINING,
+                    "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path, datasets_root=datasets_root)
+    assert "World size: 2" in proc.stdout + proc.stderr
+    assert (tmp_path / "model_final.pth").is_file()
+    assert "mIoU-tail" in _results(tmp_path)
+
+
+def _one_line_error(proc):
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_missing_dataset_folder_is_one_line_error(tmp_path):
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "OUTPUT_DIR", tmp_path,
+                    datasets_root=tmp_path / "nowhere", check=False)
+    line = _one_line_error(proc)
+    assert str(tmp_path / "nowhere" / "synthetic") in line and "make_synthetic_data.py" in line
+
+
+def test_wrong_config_key_is_one_line_error(tmp_path):
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "MODEL.LONG_TAIL.CLASS_STAT", "x.json",
+                    check=False)
+    line = _one_line_error(proc)
+    assert "MODEL.LONG_TAIL.CLASS_STAT" in line and "config.py" in line
+
+
+def test_mismatched_class_stats_file_is_one_line_error(datasets_root, tmp_path):
+    stats_file = tmp_path / "lvis_stats.json"
+    run_tool("compute_class_stats.py", "--dataset", "synthetic_lvis_train", "--output", stats_file,
+             datasets_root=datasets_root)
+    data = json.loads(stats_file.read_text())
+    data["class_names"] = data["class_names"][:5]
+    data["counts"], data["image_counts"] = data["counts"][:5], data["image_counts"][:5]
+    stats_file.write_text(json.dumps(data))
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "--eval-only", *TINY_TRAINING,
+                    "MODEL.LONG_TAIL.CLASS_STATS", stats_file, "OUTPUT_DIR", tmp_path / "out",
+                    datasets_root=datasets_root, check=False)
+    line = _one_line_error(proc)
+    assert str(stats_file) in line and "5 classes" in line and "compute_class_stats.py" in line
+
+
+def test_label_value_out_of_range_is_one_line_error(datasets_root, tmp_path):
+    root = tmp_path / "datasets"
+    shutil.copytree(datasets_root, root)
+    labels = sorted((root / "synthetic/ADEChallengeData2016/annotations_detectron2/training").glob("*.png"))
+    bad = labels[3]
+    label = np.array(Image.open(bad))
+    label[0, 0] = 42
+    Image.fromarray(label).save(bad)
+    proc = run_tool("train_net.py", "--config-file", CONFIG, *TINY_TRAINING, "SOLVER.MAX_ITER", 1,
+                    "OUTPUT_DIR", tmp_path / "out", datasets_root=root, check=False)
+    # the class count scans every training label before the first step... or the mapper meets it
+    line = _one_line_error(proc)
+    assert str(bad) in line and "42" in line and "NUM_CLASSES" in line

@@ -1,0 +1,271 @@
+"""LongTailSemSegEvaluator: agreement with Detectron2, absent classes, groups, errors, JSON."""
+import longtailseg  # noqa: F401  (must precede detectron2: numpy / Pillow compatibility)
+
+import json
+import logging
+import math
+import os
+import uuid
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import SemSegEvaluator
+
+from longtailseg.errors import DatasetError
+from longtailseg.evaluation import LongTailSemSegEvaluator, format_group_table
+
+IGNORE = 255
+
+
+def register_dataset(labels, folder, class_names):
+    """Register a temporary dataset whose i-th image has label map ``labels[i]``.
+
+    Detectron2 v0.6's SemSegEvaluator finds the label file of an input through its dataset
+    record (``file_name`` -> ``sem_seg_file_name``), so the images need records, not pixels.
+    Returns the dataset name and the model inputs.
+    """
+    name = f"_test_sem_seg_{uuid.uuid4().hex}"
+    records = []
+    for i, label in enumerate(labels):
+        label_file = os.path.join(folder, f"label_{i}.png")
+        Image.fromarray(np.asarray(label, dtype=np.uint8)).save(label_file)
+        records.append(
+            {
+                "file_name": os.path.join(folder, f"image_{i}.jpg"),
+                "sem_seg_file_name": label_file,
+                "height": label.shape[0],
+                "width": label.shape[1],
+            }
+        )
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(stuff_classes=list(class_names), ignore_label=IGNORE)
+    inputs = [{"file_name": r["file_name"]} for r in records]
+    return name, inputs
+
+
+@pytest.fixture
+def datasets():
+    """Collects registered names and removes them after the test."""
+    names = []
+    yield names
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def one_hot_scores(pred, num_classes):
+    """(C, H, W) scores whose argmax is ``pred``."""
+    return torch.nn.functional.one_hot(torch.as_tensor(pred), num_classes).permute(2, 0, 1).float()
+
+
+def run(evaluator, inputs, outputs):
+    evaluator.reset()
+    for inp, out in zip(inputs, outputs):
+        evaluator.process([inp], [out])
+    return evaluator.evaluate()["sem_seg"]
+
+
+def random_case(rng, num_classes, shapes):
+    """Random labels in which every class occurs, with ~10 % ignored pixels, and random scores."""
+    labels = []
+    for h, w in shapes:
+        label = rng.integers(0, num_classes, size=(h, w))
+        label[rng.random((h, w)) < 0.1] = IGNORE
+        labels.append(label)
+    labels[0].reshape(-1)[:num_classes] = np.arange(num_classes)  # every class present
+    outputs = [
+        {"sem_seg": torch.from_numpy(rng.standard_normal((num_classes, h, w))).float()}
+        for h, w in shapes
+    ]
+    return labels, outputs
+
+
+def test_matches_detectron2_when_every_class_is_present(tmp_path, datasets):
+    rng = np.random.default_rng(0)
+    class_names = [f"class{c}" for c in range(6)]
+    labels, outputs = random_case(rng, len(class_names), [(17, 23), (9, 31), (20, 20)])
+    name, inputs = register_dataset(labels, str(tmp_path), class_names)
+    datasets.append(name)
+
+    groups = {"head": [0, 1], "tail": [2]}
+    evaluator = LongTailSemSegEvaluator(name, distributed=False, class_groups=groups)
+    ours = run(evaluator, inputs, outputs)
+    theirs = run(SemSegEvaluator(name, distributed=False), inputs, outputs)
+
+    for key in ["mIoU", "fwIoU", "mACC", "pACC"] + [
+        f"{m}-{c}" for m in ("IoU", "ACC") for c in class_names
+    ]:
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-9), key
+    assert 0 < ours["mIoU"] < 100
+
+
+# Hand-built case. Classes 0..3; class 3 ("d") never occurs in the ground truth but is predicted
+# twice. Per class (TP, FP, FN): a (2, 0, 1), b (1, 0, 1), c (1, 1, 1), d (0, 2, 0) -- the
+# prediction of c on the ignored pixel is no false positive.
+HAND_GT = np.array([[0, 0, 0, 1], [1, 2, IGNORE, 2]])
+HAND_PRED = np.array([[0, 0, 3, 1], [2, 2, 2, 3]])
+HAND_GROUPS = {"head": [0, 1], "body": [2], "tail": [3]}
+
+
+def test_absent_class_is_left_out_of_means_and_groups_are_correct(tmp_path, datasets, caplog):
+    class_names = ["a", "b", "c", "d"]
+    name, inputs = register_dataset([HAND_GT], str(tmp_path), class_names)
+    datasets.append(name)
+    outputs = [{"sem_seg": one_hot_scores(HAND_PRED, 4)}]
+
+    with caplog.at_level(logging.INFO, logger="longtailseg.evaluation.sem_seg_evaluation"):
+        res = run(
+            LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS),
+            inputs,
+            outputs,
+        )
+    assert format_group_table(res, HAND_GROUPS) in caplog.text  # the group table is logged
+
+    iou = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 3}
+    acc = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 2}
+    for c in iou:
+        assert res[f"IoU-{c}"] == pytest.approx(100 * iou[c])
+        assert res[f"ACC-{c}"] == pytest.approx(100 * acc[c])
+    assert math.isnan(res["IoU-d"]) and math.isnan(res["ACC-d"])
+    assert res["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 3) / 3)  # 50, not 37.5
+    assert res["mACC"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 2) / 3)
+    assert res["pACC"] == pytest.approx(100 * 4 / 7)
+    assert res["fwIoU"] == pytest.approx(100 * (3 * 2 / 3 + 2 * 1 / 2 + 2 * 1 / 3) / 7)
+    assert res["mIoU-head"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert res["mACC-head"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert res["mIoU-body"] == pytest.approx(100 / 3)
+    assert res["mACC-body"] == pytest.approx(50.0)
+    assert math.isnan(res["mIoU-tail"]) and math.isnan(res["mACC-tail"])
+
+    # Detectron2 v0.6 counts the absent but predicted class in the denominator.
+    theirs = run(SemSegEvaluator(name, distributed=False), inputs, outputs)
+    assert theirs["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 3) / 4)
+
+
+def test_format_group_table_rows_and_values():
+    res = {
+        "mIoU": 50.0,
+        "mACC": 55.5556,
+        "mIoU-head": 58.3333,
+        "mACC-head": 58.3333,
+        "mIoU-body": 33.3333,
+        "mACC-body": 50.0,
+        "mIoU-tail": math.nan,
+        "mACC-tail": None,  # as read back from the JSON file
+    }
+    table = format_group_table(res, HAND_GROUPS, {"head": 0.9, "body": 0.09, "tail": 0.01})
+    lines = table.splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == [
+        "group", "classes", "pixel share (train)", "mIoU", "mACC",
+    ]
+    rows = {line.strip("|").split("|")[0].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in lines[2:]}
+    assert list(rows) == ["head", "body", "tail", "all"]
+    assert rows["head"] == ["head", "2", "90.00 %", "58.33", "58.33"]
+    assert rows["tail"] == ["tail", "1", "1.00 %", "n/a", "n/a"]
+    assert rows["all"] == ["all", "4", "100.00 %", "50.00", "55.56"]
+    without_shares = format_group_table(res, HAND_GROUPS).splitlines()[2]
+    assert without_shares.strip("|").split("|")[2].strip() == "-"
+
+
+def test_label_value_out_of_range_raises_one_line_dataset_error(tmp_path, datasets):
+    label = np.zeros((4, 5), dtype=np.int64)
+    label[0, :3] = [4, 7, IGNORE]  # 4 classes: 4 and 7 are invalid, 255 is ignore
+    name, inputs = register_dataset([label], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    evaluator = LongTailSemSegEvaluator(name, distributed=False)
+    evaluator.reset()
+
+    with pytest.raises(DatasetError) as excinfo:
+        evaluator.process(inputs, [{"sem_seg": torch.zeros(4, 4, 5)}])
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert os.path.join(str(tmp_path), "label_0.png") in message
+    assert "values [4, 7]" in message
+
+
+def test_results_json_is_written_atomically_and_equals_results(tmp_path, datasets):
+    name, inputs = register_dataset([HAND_GT], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    out_dir = tmp_path / "eval"
+    evaluator = LongTailSemSegEvaluator(
+        name, distributed=False, output_dir=str(out_dir), class_groups=HAND_GROUPS,
+        group_shares={"head": 0.9, "body": 0.09, "tail": 0.01},
+    )
+    res = run(evaluator, inputs, [{"sem_seg": one_hot_scores(HAND_PRED, 4)}])
+
+    assert sorted(os.listdir(out_dir)) == ["sem_seg_results.json"]  # no temporary file left
+    with open(out_dir / "sem_seg_results.json") as f:
+        written = json.load(f)
+    assert written["sem_seg"] == {k: None if math.isnan(v) else v for k, v in res.items()}
+    assert written["sem_seg"]["mIoU-tail"] is None
+    assert written["class_groups"] == HAND_GROUPS
+    assert written["group_class_counts"] == {"head": 2, "body": 1, "tail": 1}
+    assert written["group_present_class_counts"] == {"head": 2, "body": 1, "tail": 0}
+
+
+def test_results_accumulate_over_batches_and_reset(tmp_path, datasets):
+    """Images processed one by one give the confusion matrix of all images; reset clears it."""
+    rng = np.random.default_rng(1)
+    labels, outputs = random_case(rng, 3, [(8, 8), (5, 7)])
+    name, inputs = register_dataset(labels, str(tmp_path), ["a", "b", "c"])
+    datasets.append(name)
+    evaluator = LongTailSemSegEvaluator(name, distributed=False)
+
+    first = run(evaluator, inputs, outputs)
+    evaluator.reset()
+    evaluator.process(inputs, outputs)  # both images in one batch
+    second = evaluator.evaluate()["sem_seg"]
+    assert first == second
+    assert evaluator._conf_matrix.sum() == sum(label.size for label in labels)
+
+
+def _distributed_worker(rank, world_size, init_file, name, outputs, result_dir):
+    """One rank of the gather test: evaluates every world_size-th image and saves its result.
+
+    Runs in a forked child, so the dataset registered by the parent is already registered.
+    """
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
+    try:
+        records = DatasetCatalog.get(name)
+        evaluator = LongTailSemSegEvaluator(name, distributed=True, class_groups=HAND_GROUPS)
+        evaluator.reset()
+        for i in range(rank, len(records), world_size):
+            evaluator.process([{"file_name": records[i]["file_name"]}], [outputs[i]])
+        results = evaluator.evaluate()
+        torch.save(results, os.path.join(result_dir, f"rank{rank}.pth"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)  # a rank that dies leaves the other waiting in the gather
+def test_distributed_evaluation_gathers_all_ranks_and_only_main_returns(tmp_path, datasets):
+    rng = np.random.default_rng(2)
+    class_names = ["a", "b", "c", "d"]
+    labels, outputs = random_case(rng, len(class_names), [(6, 7), (5, 5), (8, 3)])
+    name, inputs = register_dataset(labels, str(tmp_path), class_names)
+    datasets.append(name)
+    single = run(
+        LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS), inputs, outputs
+    )
+
+    # fork, not spawn: the children then need not import torch and Detectron2 again (~10 s).
+    torch.multiprocessing.start_processes(
+        _distributed_worker,
+        args=(2, str(tmp_path / "rendezvous"), name, outputs, str(tmp_path)),
+        nprocs=2,
+        start_method="fork",
+    )
+    main = torch.load(tmp_path / "rank0.pth", weights_only=False)
+    assert torch.load(tmp_path / "rank1.pth", weights_only=False) is None
+    assert main["sem_seg"].keys() == single.keys()
+    for key, value in single.items():
+        assert main["sem_seg"][key] == pytest.approx(value, nan_ok=True), key

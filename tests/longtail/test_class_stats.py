@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+
+from longtailseg.errors import ClassStatsError
+from longtailseg.longtail import class_stats as cs
+
+
+def _stats(counts, names=None):
+    names = names or [f"c{i}" for i in range(len(counts))]
+    freqs = np.asarray(counts) / sum(counts)
+    return cs.ClassStats("toy_train", "sem_seg", names, counts, [1] * len(counts),
+                         cs.split_by_ratio(freqs), "ratio", 3)
+
+
+def test_split_by_ratio_thresholds():
+    groups = cs.split_by_ratio([0.5, 0.011, 0.01, 0.001, 0.0009, 0.0])
+    assert groups == {"head": [0, 1], "body": [2, 3], "tail": [4, 5]}
+
+
+def test_split_by_ratio_rejects_inverted_thresholds():
+    with pytest.raises(ClassStatsError, match="HEAD_RATIO"):
+        cs.split_by_ratio([0.5], head_ratio=0.001, tail_ratio=0.01)
+
+
+def test_lvis_frequency_groups():
+    assert cs.split_by_lvis_frequency(["f", "r", "c", "f"]) == {"head": [0, 3], "body": [2], "tail": [1]}
+    with pytest.raises(ClassStatsError):
+        cs.split_by_lvis_frequency(["x"])
+
+
+def test_save_load_roundtrip_is_atomic(tmp_path):
+    stats = _stats([900, 90, 9, 1])
+    path = tmp_path / "sub" / "stats.json"
+    cs.save(stats, str(path))
+    assert [p.name for p in path.parent.iterdir()] == ["stats.json"]  # no temp file left
+    loaded = cs.load(str(path))
+    assert loaded.counts == [900, 90, 9, 1] and loaded.groups == stats.groups
+    np.testing.assert_allclose(loaded.frequencies, [0.9, 0.09, 0.009, 0.001])
+    data = json.loads(path.read_text())
+    assert data["group_shares"]["head"] == pytest.approx(0.99)
+
+
+def test_mismatched_stats_are_refused_with_the_file_and_the_fix(tmp_path):
+    stats = _stats([5, 3, 2])
+    with pytest.raises(ClassStatsError) as e:
+        cs.check_matches(stats, ["c0", "c1"], "toy_train", "/x/stats.json")
+    message = str(e.value)
+    assert "/x/stats.json" in message and "3 classes" in message and "compute_class_stats.py" in message
+    assert "\n" not in message
+    with pytest.raises(ClassStatsError, match="names class 1 'c1'"):
+        cs.check_matches(stats, ["c0", "other", "c2"], "toy_train")
+    cs.check_matches(stats, ["c0", "c1", "c2"], "toy_train")  # matching: no error
+
+
+def test_load_refuses_a_foreign_json(tmp_path):
+    path = tmp_path / "foreign.json"
+    path.write_text(json.dumps({"counts": [1, 2]}))
+    with pytest.raises(ClassStatsError, match="not a longtailseg-class-stats/1 file"):
+        cs.load(str(path))
+    with pytest.raises(ClassStatsError, match="does not exist"):
+        cs.load(str(tmp_path / "missing.json"))
+
+
+def test_ade20k_object_info_parser(tmp_path):
+    path = tmp_path / "objectInfo150.txt"
+    path.write_text("Idx\tRatio\tTrain\tVal\tName\n1\t0.1576\t11664\t1172\twall\n2\t0.1072\t6046\t612\tbuilding, edifice\n")
+    info = cs.parse_ade20k_object_info(str(path))
+    assert info["ratios"] == [0.1576, 0.1072] and info["names"] == ["wall", "building, edifice"]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs Detectron2 v0.6's Python code from the registry's `pb1-detectron2==0.6` source
+# distribution, without its C++ extension (the sdist lacks detectron2/layers/csrc/, so a plain
+# `pip install pb1-detectron2` fails compiling vision.cpp). LongTailSeg's _compat module covers
+# the missing `detectron2._C`. Nothing of Detectron2 is kept in this repository: the sdist is
+# downloaded into a temporary folder, built there and deleted.
+#
+# Usage: tools/install_detectron2.sh PYTHON   (the interpreter of the target environment,
+#        which must already have torch, for the sdist's setup.py imports it)
+set -euo pipefail
+py="${1:?usage: $0 PYTHON}"
+if "$py" -c "import detectron2, sys; sys.exit(0 if detectron2.__version__.startswith('0.6') else 1)" 2>/dev/null; then
+  echo "detectron2 $("$py" -c 'import detectron2; print(detectron2.__version__)') already installed"
+  exit 0
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+# setup.py imports torch and needs `wheel` to report its metadata, hence no build isolation.
+"$py" -m pip install -q wheel
+"$py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
+  pb1-detectron2==0.6 -d "$work"
+tar -xzf "$work"/pb1-detectron2-0.6.tar.gz -C "$work"
+src="$work/pb1-detectron2-0.6"
+# Build the pure-Python package only: drop the C++ extension from this temporary copy.
+sed -i 's/ext_modules=get_extensions(),/ext_modules=[],/' "$src/setup.py"
+grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "could not disable the C++ extension in $src/setup.py" >&2; exit 1; }
+# --no-deps: its metadata pins black==21.4b2, fvcore<0.1.6, iopath<0.1.10; our setup.py
+# declares the runtime dependencies instead.
+"$py" -m pip install -q --no-deps --no-build-isolation "$src"
+"$py" -c "import detectron2; print('installed detectron2', detectron2.__version__)"
