@@ -6,7 +6,7 @@ SETUP_STAMP := $(VENV)/.longtailseg-setup
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 SYNTHETIC := $(DETECTRON2_DATASETS)/synthetic
 
-.PHONY: setup demo test data clean-demo
+.PHONY: setup demo demo-methods test data clean-demo
 
 setup: $(SETUP_STAMP)
 
@@ -25,6 +25,14 @@ data: setup
 
 demo: data
 	$(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
+
+# Baseline, BLV and DisAlign (stage 2 on the baseline) side by side on the synthetic set.
+OUT := output/synthetic
+demo-methods: data
+	test -f $(OUT)/deeplab_v3_plus/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
+	$(PY) tools/train_net.py --config-file configs/synthetic/blv_deeplab.yaml
+	$(PY) tools/train_net.py --config-file configs/synthetic/disalign_deeplab.yaml
+	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -40,3 +40,12 @@ def run_tool(script, *args, datasets_root=None, check=True, timeout=300):
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def trained_baseline(datasets_root, tmp_path_factory):
+    """Four iterations of the synthetic CE baseline, then its final evaluation (an OUTPUT_DIR)."""
+    out = tmp_path_factory.mktemp("baseline")
+    run_tool("train_net.py", "--config-file", "configs/synthetic/deeplab_v3_plus.yaml", *TINY_TRAINING,
+             "SOLVER.MAX_ITER", 4, "OUTPUT_DIR", out, datasets_root=datasets_root)
+    return out

@@ -18,7 +18,7 @@ from torch.multiprocessing import ProcessRaisedException
 import longtailseg  # noqa: F401  (first: compatibility patches, then registration)
 from longtailseg import add_longtailseg_config
 from longtailseg.data.class_counting import load_or_compute_class_stats
-from longtailseg.engine import launch
+from longtailseg.engine import launch, stage2
 from longtailseg.engine import trainer as lt
 from longtailseg.errors import ConfigError, LongTailSegError, one_line
 
@@ -61,11 +61,17 @@ class Trainer(DefaultTrainer):
             model, data_loader, optimizer
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        checkpointer = stage2.StageTwoCheckpointer if stage2.is_stage2(cfg) else DetectionCheckpointer
+        self.checkpointer = checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        return stage2.prepare_stage2_model(model) if stage2.is_stage2(cfg) else model
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -94,10 +100,10 @@ def load_config(args):
     try:
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
-    except KeyError as e:
+    except (KeyError, AssertionError) as e:  # yacs: KeyError from files, AssertionError from opts
         raise ConfigError(
-            f"{args.config_file}: {e.args[0]}; fix the key's spelling (LongTailSeg's keys and "
-            "defaults are in projects/LongTailSeg/longtailseg/config.py)"
+            f"{e.args[0]} (in {args.config_file} or the command line); fix the key's spelling "
+            "(LongTailSeg's keys and defaults are in projects/LongTailSeg/longtailseg/config.py)"
         ) from None
     cfg.freeze()
     return cfg
@@ -118,6 +124,8 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)
+    if stage2.is_stage2(cfg):
+        stage2.check_stage1_weights(cfg, resuming=args.resume)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -84,7 +84,9 @@ TEXTURE_DESCRIPTIONS = {
     "grid": "grid-patterned",
 }
 TEXTURE_DARKEN = 0.6
-LEVEL_TINT = 0.18  # share of white mixed into the family colour per rarity level
+# Colour of the rarer family members: share of white (+) or black (-) mixed into the family
+# colour, per rarity level 1, 2, 3, ...
+LEVEL_COLOR_MIX = (0.35, -0.45, 0.7)
 
 # Appearance noise: a per-region colour offset and per-pixel noise make the classes more than a
 # colour lookup; a per-image brightness factor varies the lighting.
@@ -95,8 +97,8 @@ BRIGHTNESS_RANGE = (0.9, 1.1)
 # Semantic set: pixel-share schedule (fractions of all pixels of a split) and object sizes.
 HEAD_FRACTION = 0.26  # ~5 head classes of 19
 HEAD_LAST_WEIGHT = 0.08  # weight of the rarest head class relative to the most frequent one
-BODY_SHARES = (0.008, 0.0015)  # first and last body class, log-spaced in between
-TAIL_SHARES = (0.0007, 0.00015)  # first and last tail class
+BODY_SHARES = (0.009, 0.002)  # first and last body class, log-spaced in between
+TAIL_SHARES = (0.0009, 0.0003)  # first and last tail class
 OBJECT_DIAMETERS = (0.34, 0.11)  # first body and last tail class, as fractions of the image side
 MIN_OBJECT_DIAMETER = 6.0  # pixels: the smallest object still shows a texture period
 CELLS_PER_IMAGE = (2, 4)
@@ -170,6 +172,16 @@ def _hsv_to_rgb(hue, saturation, value):
     return tuple(int(round(255 * c)) for c in rgb[sector])
 
 
+def _level_color(color, level):
+    """The family colour at a rarity level: 0 itself, then per LEVEL_COLOR_MIX (towards white
+    for a positive mix, towards black for a negative one), cycling for deeper levels."""
+    if level == 0:
+        return tuple(color)
+    mix = LEVEL_COLOR_MIX[(level - 1) % len(LEVEL_COLOR_MIX)]
+    target = 255.0 if mix > 0 else 0.0
+    return tuple(int(round(c + (target - c) * abs(mix))) for c in color)
+
+
 def build_classes(num_classes: int) -> List[SyntheticClass]:
     """The classes in rank order: head classes are the families' plain colours; the other
     classes go round-robin over the families, each with a texture. The texture order is rotated
@@ -187,10 +199,10 @@ def build_classes(num_classes: int) -> List[SyntheticClass]:
             texture = TEXTURES[(level - 1 + family) % len(TEXTURES)]
             group = "body" if index < num_families + num_body else "tail"
         family_name, family_color = families[family]
-        # Rarer members are lighter tints of the family colour: a cue a small network learns,
-        # close enough to the neighbouring tint (under the jitter and brightness noise) that a
-        # frequency-biased classifier absorbs the rarer class into the more frequent one.
-        base = tuple(int(round(c + (255 - c) * LEVEL_TINT * level)) for c in family_color)
+        # Each rarity level changes the family colour its own way (lighter, darker, much lighter):
+        # a cue a small network learns, near enough to the neighbouring level (under the jitter
+        # and brightness noise) that a frequency-biased classifier absorbs the rarer class.
+        base = _level_color(family_color, level)
         shade = 1.0 - 0.15 * level
         display = tuple(int(round(c * shade)) for c in base)
         classes.append(

@@ -1,32 +1,57 @@
 """DeepLabV3+ head for long-tailed semantic segmentation."""
+import torch
 import torch.nn.functional as F
 
+from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.projects.deeplab import DeepLabV3PlusHead
 
+from .long_tail import LongTailLogitsMixin
+
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
-    """Detectron2's DeepLabV3+ head with image-level ASPP pooling over the whole feature map.
+class LongTailDeepLabV3PlusHead(LongTailLogitsMixin, DeepLabV3PlusHead):
+    """Detectron2's DeepLabV3+ head with the long-tail methods on its logits.
 
-    Detectron2's head sizes the ASPP pooling kernel from ``INPUT.CROP.SIZE``, so inference on an
-    image of any other size (ADE20K's vary) fails with "pool_kernel_size must be divisible".
-    Global average pooling, as in the DeepLabV3 paper and mmsegmentation, works for every size.
-
-    The loss is computed on logits upsampled to label resolution (``losses``), which is where the
-    long-tail methods act on them.
+    * Image-level ASPP pooling over the whole feature map: Detectron2's head sizes the pooling
+      kernel from ``INPUT.CROP.SIZE``, so inference on an image of another size (ADE20K's vary)
+      fails with "pool_kernel_size must be divisible". Global average pooling, as in the
+      DeepLabV3 paper and mmsegmentation, works for every size.
+    * Logits are upsampled to label resolution before the loss, where BLV acts (as in the BLV
+      authors' code); DisAlign calibrates them at the decoder's resolution from the decoder
+      feature the classifier reads.
     """
+
+    @configurable
+    def __init__(self, *args, long_tail=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.init_long_tail(long_tail or {}, num_classes=self.predictor.out_channels,
+                            feature_channels=self.predictor.in_channels)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["train_size"] = None  # -> nn.AdaptiveAvgPool2d(1) in ASPP's image pooling branch
+        ret["long_tail"] = cls.long_tail_from_config(cfg)
         return ret
 
+    def decode(self, features):
+        """The decoder feature map that the 1x1 classifier reads (top-down, res5 -> res2)."""
+        y = None
+        for name in self.in_features[::-1]:
+            projected = self.decoder[name]["project_conv"](features[name])
+            if self.decoder[name]["fuse_conv"] is None:  # ASPP on the coarsest feature
+                y = projected
+            else:
+                y = F.interpolate(y, size=projected.shape[2:], mode="bilinear", align_corners=False)
+                y = self.decoder[name]["fuse_conv"](torch.cat([projected, y], dim=1))
+        return y
+
     def forward(self, features, targets=None):
-        logits = self.layers(features)
+        decoded = self.decode(features)
         if self.decoder_only:
-            return logits
+            return decoded
+        logits = self.classify(decoded)
         logits = F.interpolate(
             logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False
         )
@@ -34,6 +59,10 @@ class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
             return None, self.losses(logits, targets)
         return logits, {}
 
+    def classify(self, decoded):
+        return self.calibrate(self.predictor(decoded), decoded)
+
     def losses(self, logits, targets):
         """Loss on logits already at label resolution (see ``forward``)."""
-        return {"loss_sem_seg": self.loss(logits, targets) * self.loss_weight}
+        return {"loss_sem_seg": self.long_tail_loss(logits, targets) * self.loss_weight}
+

@@ -1,0 +1,65 @@
+"""BLV: balancing logit variation (Wang et al., "Balancing Logit Variation for Long-tailed
+Semantic Segmentation", CVPR 2023), training only.
+
+Every logit of class c is raised by a random amount that grows with the class's rarity::
+
+    f_c = log(sum_k n_k) - log(n_c)                 (= -log r_c; largest for the rarest class)
+    z~_c = z_c + |clamp(eps, -1, 1)| * f_c / max_k f_k,   eps ~ N(0, sigma^2)
+
+per element (pixel or box) and per class, as in the authors' released code after their
+bug-fix commit (default sigma = 4, so about 80 % of the draws saturate the clamp). Any loss is
+then computed on z~; evaluation uses z unchanged. Noise is drawn on the logits' device and
+dtype (the authors draw on the CPU and copy).
+"""
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .calibration import positive_counts
+
+
+def rarity_scale(class_counts: Sequence[float]) -> torch.Tensor:
+    """f_c / max_k f_k with f_c = log(sum n) - log(n_c); a class never seen counts as the rarest
+    seen one. Returns zeros when all classes are equally frequent (every f_c is 0).
+    """
+    counts = positive_counts(class_counts)
+    rarity = counts.sum().log() - counts.log()
+    top = rarity.max()
+    return (rarity / top if top > 0 else torch.zeros_like(rarity)).float()
+
+
+class LogitVariation(nn.Module):
+    """Adds BLV's class-dependent logit variation in training mode; identity in eval mode.
+
+    Args:
+        class_counts: n_c for the C classes the logits' class axis holds (training split).
+        sigma: standard deviation of eps before clamping to [-1, 1].
+        class_dim: the class axis: 1 for pixel logits (N, C, H, W) and box logits (R, C).
+    """
+
+    def __init__(self, class_counts: Sequence[float], sigma: float = 4.0, class_dim: int = 1):
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"BLV sigma must be >= 0, got {sigma}")
+        self.sigma = float(sigma)
+        self.class_dim = class_dim
+        self.register_buffer("scale", rarity_scale(class_counts), persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.sigma == 0:
+            return logits
+        num_classes = self.scale.numel()
+        if logits.shape[self.class_dim] != num_classes:
+            raise ValueError(
+                f"BLV expects {num_classes} classes on axis {self.class_dim}, "
+                f"got logits of shape {tuple(logits.shape)}"
+            )
+        shape = [1] * logits.dim()
+        shape[self.class_dim] = num_classes
+        scale = self.scale.to(dtype=logits.dtype).view(shape)
+        noise = torch.randn_like(logits).mul_(self.sigma).clamp_(-1.0, 1.0).abs_()
+        return logits + noise * scale
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, num_classes={self.scale.numel()}, class_dim={self.class_dim}"

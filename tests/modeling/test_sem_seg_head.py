@@ -1,0 +1,101 @@
+"""LongTailDeepLabV3PlusHead with BLV, GRW and DisAlign, on a tiny model built from the config."""
+import logging
+
+import pytest
+import torch
+
+from conftest import TINY_TRAINING
+from longtailseg import add_longtailseg_config
+from longtailseg.engine.stage2 import StageTwoCheckpointer, prepare_stage2_model
+from longtailseg.longtail.calibration import generalized_reweighting
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+
+def _cfg(output_dir, *opts):
+    cfg = get_cfg()
+    add_longtailseg_config(cfg)
+    cfg.merge_from_file("configs/synthetic/deeplab_v3_plus.yaml")
+    cfg.merge_from_list(TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + list(opts))
+    return cfg
+
+
+def _batch(n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+             "sem_seg": torch.randint(0, 19, (size, size), generator=g),
+             "height": size, "width": size} for _ in range(n)]
+
+
+def test_any_size_inference_with_global_aspp_pooling(datasets_root, tmp_path):
+    model = build_model(_cfg(tmp_path, "INPUT.CROP.ENABLED", "True", "INPUT.CROP.SIZE", "(32, 32)")).eval()
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 40, 56) * 255, "height": 40, "width": 56}])
+    assert out[0]["sem_seg"].shape == (19, 40, 56)
+
+
+def test_grw_weights_and_blv_come_from_the_class_statistics(datasets_root, tmp_path):
+    cfg = _cfg(tmp_path, "MODEL.LONG_TAIL.GRW.ENABLED", "True", "MODEL.LONG_TAIL.GRW.RHO", "0.5",
+               "MODEL.LONG_TAIL.BLV.ENABLED", "True")
+    head = build_model(cfg).sem_seg_head
+    from longtailseg.longtail import class_stats as cs
+
+    counts = cs.load(str(tmp_path / "class_stats.json")).counts
+    assert torch.allclose(head.class_weights, generalized_reweighting(counts, 0.5))
+    assert head.variation is not None and head.variation.sigma == 4.0
+    # BLV changes the training loss but the inference logits are those of the plain head
+    model = build_model(cfg)
+    torch.manual_seed(0)
+    plain = build_model(_cfg(tmp_path))
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    batch = _batch()
+    with torch.no_grad():
+        assert torch.equal(model(batch)[0]["sem_seg"], plain(batch)[0]["sem_seg"])
+
+
+def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp_path):
+    torch.manual_seed(0)
+    stage1 = build_model(_cfg(tmp_path))
+    stage1.train()
+    optimizer = torch.optim.SGD(stage1.parameters(), lr=0.1)
+    for seed in range(2):  # move BN statistics and weights away from their init
+        loss = sum(stage1(_batch(seed=seed)).values())
+        optimizer.zero_grad(), loss.backward(), optimizer.step()
+    DetectionCheckpointer(stage1, save_dir=str(tmp_path)).save("stage1")
+
+    cfg = _cfg(tmp_path, "MODEL.LONG_TAIL.DISALIGN.ENABLED", "True")
+    model = prepare_stage2_model(build_model(cfg))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("fvcore.common.checkpoint").addHandler(handler)
+    try:
+        StageTwoCheckpointer(model).load(str(tmp_path / "stage1.pth"))
+    finally:
+        logging.getLogger("fvcore.common.checkpoint").removeHandler(handler)
+    log = "\n".join(r.getMessage() for r in records)
+    assert "calibration" in log and "not found in the checkpoint" in log
+    assert "num_batches_tracked" not in log and "not used by the model" not in log
+
+    batch = _batch(seed=5)
+    stage1.eval(), model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch)[0]["sem_seg"], stage1(batch)[0]["sem_seg"])  # identity
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "sem_seg_head.calibration.alpha", "sem_seg_head.calibration.beta",
+        "sem_seg_head.calibration.confidence.weight", "sem_seg_head.calibration.confidence.bias"}
+    optimizer = torch.optim.SGD(trainable, lr=0.5)
+    for seed in range(2):
+        loss = sum(model(_batch(seed=10 + seed)).values())
+        optimizer.zero_grad(), loss.backward(), optimizer.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".calibration." in k for k in changed), changed
+    assert any("running_mean" in k for k in before)  # BN statistics exist and did not move
