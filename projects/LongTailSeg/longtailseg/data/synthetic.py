@@ -97,9 +97,9 @@ BRIGHTNESS_RANGE = (0.9, 1.1)
 # Semantic set: pixel-share schedule (fractions of all pixels of a split) and object sizes.
 HEAD_FRACTION = 0.26  # ~5 head classes of 19
 HEAD_LAST_WEIGHT = 0.08  # weight of the rarest head class relative to the most frequent one
-BODY_SHARES = (0.009, 0.002)  # first and last body class, log-spaced in between
-TAIL_SHARES = (0.0009, 0.0003)  # first and last tail class
-OBJECT_DIAMETERS = (0.34, 0.11)  # first body and last tail class, as fractions of the image side
+BODY_SHARES = (0.0095, 0.0025)  # first and last body class, log-spaced in between
+TAIL_SHARES = (0.00095, 0.0005)  # first and last tail class
+OBJECT_DIAMETERS = (0.34, 0.2)  # first body and last tail class, as fractions of the image side
 MIN_OBJECT_DIAMETER = 6.0  # pixels: the smallest object still shows a texture period
 CELLS_PER_IMAGE = (2, 4)
 OUTLINE_PROBABILITY = 0.3  # share of objects with a 1-pixel ignore outline

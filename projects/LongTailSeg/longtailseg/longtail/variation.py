@@ -59,7 +59,7 @@ class LogitVariation(nn.Module):
         shape[self.class_dim] = num_classes
         scale = self.scale.to(dtype=logits.dtype).view(shape)
         noise = torch.randn_like(logits).mul_(self.sigma).clamp_(-1.0, 1.0).abs_()
-        return logits + noise * scale
+        return torch.addcmul(logits, noise, scale)  # one pass over the logits, not two
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, num_classes={self.scale.numel()}, class_dim={self.class_dim}"
