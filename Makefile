@@ -14,7 +14,6 @@ setup: $(SETUP_STAMP)
 # Detectron2 v0.6: Python code only, from the registry's sdist (see tools/install_detectron2.sh).
 $(SETUP_STAMP): setup.py tools/install_detectron2.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.11.0 torchvision==0.26.0
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install -q -e '.[test]'

@@ -9,13 +9,17 @@
 #        which must already have torch, for the sdist's setup.py imports it)
 set -euo pipefail
 py="${1:?usage: $0 PYTHON}"
-if "$py" -c "import detectron2, sys; sys.exit(0 if detectron2.__version__.startswith('0.6') else 1)" 2>/dev/null; then
-  echo "detectron2 $("$py" -c 'import detectron2; print(detectron2.__version__)') already installed"
+# Checked with pip, not by importing: detectron2's runtime dependencies (fvcore...) come with
+# LongTailSeg's own install, after this script.
+if "$py" -m pip show -q pb1-detectron2 >/dev/null 2>&1; then
+  echo "pb1-detectron2 already installed"
   exit 0
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # setup.py imports torch and needs `wheel` to report its metadata, hence no build isolation.
+# pip >= 24.1 refuses this sdist's metadata (its "all" extra names a URL dependency), so the
+# download uses the pip that Python 3.11 ships (23.x); newer pips stop here with that message.
 "$py" -m pip install -q wheel
 "$py" -m pip download -q --no-deps --no-binary :all: --no-build-isolation \
   pb1-detectron2==0.6 -d "$work"
@@ -27,4 +31,4 @@ grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "could not disable the C++
 # --no-deps: its metadata pins black==21.4b2, fvcore<0.1.6, iopath<0.1.10; our setup.py
 # declares the runtime dependencies instead.
 "$py" -m pip install -q --no-deps --no-build-isolation "$src"
-"$py" -c "import detectron2; print('installed detectron2', detectron2.__version__)"
+"$py" -m pip show pb1-detectron2 | head -n 2
