@@ -99,3 +99,23 @@ def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".calibration." in k for k in changed), changed
     assert any("running_mean" in k for k in before)  # BN statistics exist and did not move
+
+
+def test_pat_loss_trains_one_step(datasets_root, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "PAT"))
+    head = model.sem_seg_head
+    assert type(head.loss_fn).__name__ == "PATLoss" and head.loss_fn in head.modules()
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    loss = sum(model(_batch()).values())
+    assert torch.isfinite(loss) and loss.item() > 0
+    optimizer.zero_grad(), loss.backward(), optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_unknown_loss_name_is_a_config_error(datasets_root, tmp_path):
+    from longtailseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"MODEL\.LONG_TAIL\.LOSS\.NAME.*Seesaw"):
+        build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "Nope"))

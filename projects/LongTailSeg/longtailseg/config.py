@@ -20,7 +20,37 @@ def add_longtailseg_config(cfg):
 
     # Classification loss of the semantic-segmentation heads (longtailseg/longtail/losses.py).
     cfg.MODEL.LONG_TAIL.LOSS = CN()
+    # One of CE, Focal, CB, CBFocal, BMS, LA, LDAM, Seesaw, PAT. All but CE, Focal and PAT use
+    # the class counts of CLASS_STATS.
     cfg.MODEL.LONG_TAIL.LOSS.NAME = "CE"
+    # Focal and CBFocal: focusing parameter gamma of (1 - p_y)^gamma (Lin et al. 2017).
+    cfg.MODEL.LONG_TAIL.LOSS.FOCAL_GAMMA = 2.0
+    # CB and CBFocal: beta of the effective number (1 - beta^n) / (1 - beta) (Cui et al. 2019);
+    # expects raw counts (with pixel counts in the millions every class gets the same weight
+    # unless beta is closer to 1).
+    cfg.MODEL.LONG_TAIL.LOSS.CB_BETA = 0.9999
+    # LA: tau of the logit adjustment z + tau * log prior (Menon et al. 2021).
+    cfg.MODEL.LONG_TAIL.LOSS.LA_TAU = 1.0
+    # LDAM: largest class margin and logit scale s (Cao et al. 2019; s = 30 assumes normalised
+    # features and weights, use 1 on a plain linear classifier).
+    cfg.MODEL.LONG_TAIL.LOSS.LDAM_MAX_MARGIN = 0.5
+    cfg.MODEL.LONG_TAIL.LOSS.LDAM_SCALE = 30.0
+    # Seesaw: exponents of the mitigation (n_j/n_i)^p and compensation (sigma_j/sigma_i)^q
+    # factors (Wang et al. 2021); counts are the static class statistics.
+    cfg.MODEL.LONG_TAIL.LOSS.SEESAW_P = 0.8
+    cfg.MODEL.LONG_TAIL.LOSS.SEESAW_Q = 2.0
+    # PAT: temperature tau of p = softmax(z / tau).
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_TAU = 1.0
+    # PAT: the constant K of beta = exp(K (1 - p)) / 2; 0 = the number of classes (authors' code).
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_CONSTANT = 0.0
+    # PAT: stop the gradient through beta (the authors do not).
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_DETACH_BETA = False
+    # PAT: bound on the exponent K (1 - p), so beta <= exp(bound) / 2 stays finite in float32
+    # (K = 150 overflows); warned once per process when it is reached.
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_MAX_EXPONENT = 30.0
+    # PAT: class-wise gradient homogenization (each class's loss in an image divided by its mask
+    # size, then mean over present classes and images); False = mean over pixels.
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_HOMOGENIZE = True
 
     # BLV (balancing logit variation), training only: noise |clamp(N(0, SIGMA^2), -1, 1)| scaled
     # by each class's rarity is added to the logits before the loss. Authors' default SIGMA = 4.

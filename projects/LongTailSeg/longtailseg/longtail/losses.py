@@ -1,27 +1,83 @@
-"""Classification losses on logits of pixels (N, C, H, W) or boxes (R, C), by name.
+"""Classification losses on logits of pixels (N, C, H, W) or boxes (R, C), built by name.
 
-Every loss takes ``(logits, targets)`` with integer targets, honours ``ignore_index`` and
-optional per-class weights, and averages over the non-ignored elements.
+``build_loss(name, class_counts=None, ignore_index=255, **options)`` returns an ``nn.Module``
+whose ``forward(logits, targets, class_weights=None)`` takes integer targets of shape (N, H, W)
+or (R,), gives ignored elements zero loss and zero gradient, multiplies the optional extra class
+weights (e.g. DisAlign's GRW) into each element's loss as ``w[y]``, and divides by the number of
+non-ignored elements (PAT with homogenization has its own normalisation, see ``PATLoss``).
+
+Per-class quantities derived from the class counts are non-persistent buffers: they follow the
+module's device but are not saved in checkpoints (they are recomputed from the class statistics).
 """
-from typing import Callable, Dict, Optional
+import warnings
+from typing import Dict, Optional, Sequence, Type
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-LOSSES: Dict[str, Callable] = {}
+from .calibration import positive_counts
 
 
-def register_loss(name):
-    def decorator(fn):
-        LOSSES[name] = fn
-        return fn
+def _valid_elements(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int):
+    """Logits as (M, C) rows, targets as (M,), both restricted to the non-ignored elements, and
+    the mask of those elements over all N*H*W (or R) elements.
 
-    return decorator
+    Selecting rows (rather than masking the loss) keeps ignored elements out of the graph, so
+    their gradient is exactly zero even where their loss would be inf or nan.
+    """
+    if logits.dim() < 2:
+        raise ValueError(f"logits must be (R, C) or (N, C, ...), got shape {tuple(logits.shape)}")
+    num_classes = logits.shape[1]
+    rows = logits if logits.dim() == 2 else logits.movedim(1, -1).reshape(-1, num_classes)
+    flat_targets = targets.reshape(-1)
+    if flat_targets.numel() != rows.shape[0]:
+        raise ValueError(f"targets of shape {tuple(targets.shape)} do not match logits of shape "
+                         f"{tuple(logits.shape)}")
+    valid = flat_targets != ignore_index
+    return rows[valid], flat_targets[valid], valid
 
 
-@register_loss("CE")
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: Optional[torch.Tensor] = None,
-                  ignore_index: int = 255) -> torch.Tensor:
+def effective_number_weights(class_counts: Sequence[float], beta: float) -> torch.Tensor:
+    """Class-balanced weights (Cui et al. 2019, eq. 8): (1 - beta) / (1 - beta^n_c), normalised
+    to sum to C as in the paper. Expects raw counts: the weights are not scale-invariant."""
+    counts = positive_counts(class_counts)
+    weights = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts))
+    return weights * counts.numel() / weights.sum()
+
+
+def _log_priors(class_counts: Sequence[float]) -> torch.Tensor:
+    counts = positive_counts(class_counts)
+    return (counts / counts.sum()).log()
+
+
+class ClassificationLoss(nn.Module):
+    """Per-element loss ``element_losses(z, y)`` on non-ignored rows, times ``class_weights[y]``,
+    averaged over the non-ignored elements (sum / count, the project's weighted-CE convention)."""
+
+    needs_class_counts = False
+
+    def __init__(self, class_counts: Optional[Sequence[float]] = None, ignore_index: int = 255):
+        super().__init__()
+        if self.needs_class_counts and class_counts is None:
+            raise ValueError(f"{type(self).__name__} needs the class counts")
+        self.ignore_index = ignore_index
+
+    def element_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits, targets, class_weights=None):
+        rows, labels, valid = _valid_elements(logits, targets, self.ignore_index)
+        losses = self.element_losses(rows, labels)
+        if class_weights is not None:
+            losses = losses * class_weights.to(losses)[labels]
+        return self.reduce(losses, labels, valid, logits)
+
+    def reduce(self, losses, labels, valid, logits):
+        return losses.sum() / valid.sum().clamp(min=1)
+
+
+class CrossEntropyLoss(ClassificationLoss):
     """Softmax cross-entropy, optionally class-weighted.
 
     With weights the sum of w[y_i] * CE_i is divided by the number of non-ignored elements, not
@@ -29,13 +85,235 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, class_weights: Op
     C so that the weighted loss keeps plain CE's scale (mmsegmentation, which the DisAlign
     authors' segmentation code uses, also divides by the element count).
     """
-    per_element = F.cross_entropy(logits, targets, weight=class_weights, ignore_index=ignore_index,
-                                  reduction="none")
-    valid = (targets != ignore_index).sum()
-    return per_element.sum() / valid.clamp(min=1)
+
+    def forward(self, logits, targets, class_weights=None):
+        per_element = F.cross_entropy(logits, targets, weight=class_weights,
+                                      ignore_index=self.ignore_index, reduction="none")
+        valid = (targets != self.ignore_index).sum()
+        return per_element.sum() / valid.clamp(min=1)
 
 
-def get_loss(name: str) -> Callable:
+class FocalLoss(ClassificationLoss):
+    """Softmax focal loss (Lin et al. 2017, eq. 5 without alpha): -(1 - p_y)^gamma log p_y."""
+
+    def __init__(self, class_counts=None, ignore_index=255, gamma: float = 2.0):
+        super().__init__(class_counts, ignore_index)
+        self.gamma = gamma
+
+    def element_losses(self, logits, targets):
+        log_p = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+        return -(1.0 - log_p.exp()).pow(self.gamma) * log_p
+
+
+class ClassBalancedLoss(ClassificationLoss):
+    """Class-balanced CE (Cui et al. 2019, eq. 8): CE weighted by ``effective_number_weights``."""
+
+    needs_class_counts = True
+
+    def __init__(self, class_counts=None, ignore_index=255, beta: float = 0.9999):
+        super().__init__(class_counts, ignore_index)
+        self.register_buffer("cb_weights", effective_number_weights(class_counts, beta).float(),
+                             persistent=False)
+
+    def element_losses(self, logits, targets):
+        ce = F.cross_entropy(logits, targets, reduction="none")
+        return self.cb_weights.to(ce)[targets] * ce
+
+
+class ClassBalancedFocalLoss(ClassBalancedLoss):
+    """Class-balanced focal loss (Cui et al. 2019, sec. 4): CB weights times softmax focal."""
+
+    def __init__(self, class_counts=None, ignore_index=255, beta: float = 0.9999, gamma: float = 2.0):
+        super().__init__(class_counts, ignore_index, beta)
+        self.focal = FocalLoss(gamma=gamma)
+
+    def element_losses(self, logits, targets):
+        return self.cb_weights.to(logits)[targets] * self.focal.element_losses(logits, targets)
+
+
+class BalancedSoftmaxLoss(ClassificationLoss):
+    """Balanced softmax (Ren et al. 2020, eq. 4): CE on z_c + log n_c. The log prior
+    log(n_c / sum n) is used instead of log n_c: softmax ignores the constant shift."""
+
+    needs_class_counts = True
+
+    def __init__(self, class_counts=None, ignore_index=255):
+        super().__init__(class_counts, ignore_index)
+        self.register_buffer("log_prior", _log_priors(class_counts).float(), persistent=False)
+
+    def element_losses(self, logits, targets):
+        return F.cross_entropy(logits + self.log_prior.to(logits), targets, reduction="none")
+
+
+class LogitAdjustedLoss(ClassificationLoss):
+    """Logit-adjusted loss (Menon et al. 2021, eq. 10): CE on z_c + tau * log r_c, r_c the
+    class prior n_c / sum n."""
+
+    needs_class_counts = True
+
+    def __init__(self, class_counts=None, ignore_index=255, tau: float = 1.0):
+        super().__init__(class_counts, ignore_index)
+        self.register_buffer("log_prior", _log_priors(class_counts).float(), persistent=False)
+        self.tau = tau
+
+    def element_losses(self, logits, targets):
+        return F.cross_entropy(logits + self.tau * self.log_prior.to(logits), targets, reduction="none")
+
+
+class LDAMLoss(ClassificationLoss):
+    """LDAM (Cao et al. 2019, eq. 13): CE on s * (z - m_y e_y), m_c proportional to n_c^(-1/4)
+    with the largest margin equal to ``max_margin``.
+
+    The paper's logits come from normalised features and weights, hence s = 30; on a plain
+    linear classifier a scale of 1 keeps the logits' range. Deferred re-weighting (DRW, paper
+    sec. 3.3): from ``iteration >= drw_start`` on, each element is weighted by the CB weights
+    with ``drw_beta``; the trainer sets ``loss.iteration`` (None = no DRW). As everywhere here
+    the weighted sum is divided by the element count, not by the sum of weights.
+    """
+
+    needs_class_counts = True
+
+    def __init__(self, class_counts=None, ignore_index=255, max_margin: float = 0.5,
+                 scale: float = 30.0, drw_start: Optional[int] = None, drw_beta: float = 0.9999):
+        super().__init__(class_counts, ignore_index)
+        margins = positive_counts(class_counts).pow(-0.25)
+        self.register_buffer("margins", (margins * (max_margin / margins.max())).float(),
+                             persistent=False)
+        self.register_buffer("drw_weights", effective_number_weights(class_counts, drw_beta).float(),
+                             persistent=False)
+        self.scale = scale
+        self.drw_start = drw_start
+        self.iteration = 0
+
+    def element_losses(self, logits, targets):
+        margin = F.one_hot(targets, logits.shape[1]).to(logits) * self.margins.to(logits)[targets, None]
+        ce = F.cross_entropy(self.scale * (logits - margin), targets, reduction="none")
+        if self.drw_start is not None and self.iteration >= self.drw_start:
+            ce = ce * self.drw_weights.to(ce)[targets]
+        return ce
+
+
+class SeesawLoss(ClassificationLoss):
+    """Seesaw loss (Wang et al. 2021, eqs. 2-4): CE with each negative logit z_j of an element of
+    class i shifted by log S_ij, S_ij = M_ij * C_ij,
+    M_ij = (n_j / n_i)^p if n_j < n_i else 1, C_ij = (sigma_j / sigma_i)^q if sigma_j > sigma_i else 1.
+
+    Static version: n are the given class counts, whereas the paper accumulates them online over
+    training. sigma (the softmax of the logits) enters as a constant factor, with no gradient
+    through it, as S_ij is a re-weighting of the negative terms.
+    """
+
+    needs_class_counts = True
+
+    def __init__(self, class_counts=None, ignore_index=255, p: float = 0.8, q: float = 2.0):
+        super().__init__(class_counts, ignore_index)
+        self.register_buffer("log_counts", positive_counts(class_counts).log().float(), persistent=False)
+        self.p, self.q = p, q
+
+    def element_losses(self, logits, targets):
+        log_counts = self.log_counts.to(logits)
+        # log M_ij = p * min(0, log n_j - log n_i); zero on the true class itself.
+        log_mitigation = self.p * (log_counts[None, :] - log_counts[targets, None]).clamp(max=0)
+        log_sigma = F.log_softmax(logits.detach(), dim=1)
+        log_sigma_true = log_sigma.gather(1, targets[:, None])
+        # log C_ij = q * max(0, log sigma_j - log sigma_i); zero on the true class itself.
+        log_compensation = self.q * (log_sigma - log_sigma_true).clamp(min=0)
+        return F.cross_entropy(logits + log_mitigation + log_compensation, targets, reduction="none")
+
+
+class PATLoss(ClassificationLoss):
+    """Pixel-wise adaptive training, the authors' released form (their ``ina`` loss):
+    p = softmax(z / tau), beta_c = 1/2 exp(K (1 - p_c)), loss = mean over (elements, classes) of
+    -beta_c y_c log p_c. Only the true class term is nonzero, so an element's loss is
+    -beta_y log p_y / C: the 1/C of the mean over the class axis is kept, as in their code.
+
+    K is ``constant`` or, if None, the number of classes C. exp(C (1 - p)) overflows float32 for
+    C = 150, so the exponent is bounded: min(K (1 - p_y), max_exponent); a warning is issued once
+    per process when the bound is active. beta is not detached unless ``detach_beta``.
+
+    Class-wise gradient homogenization (PAT paper), if ``homogenize``: the losses of each class's
+    pixels in an image are averaged over that class's mask (divided by |M_c|), the image's loss is
+    the mean over its present classes, and the result is the mean over images with at least one
+    non-ignored pixel. Box logits (R, C) have no image axis: the whole batch counts as one image
+    (per-class averaging over the batch). Without homogenization: mean over non-ignored elements.
+    """
+
+    _bound_warned = False  # class-level: one warning per process
+
+    def __init__(self, class_counts=None, ignore_index=255, tau: float = 1.0,
+                 constant: Optional[float] = None, detach_beta: bool = False,
+                 max_exponent: float = 30.0, homogenize: bool = True):
+        super().__init__(class_counts, ignore_index)
+        self.tau = tau
+        self.constant = constant
+        self.detach_beta = detach_beta
+        self.max_exponent = max_exponent
+        self.homogenize = homogenize
+
+    def element_losses(self, logits, targets):
+        num_classes = logits.shape[1]
+        k = num_classes if self.constant is None else self.constant
+        log_p = F.log_softmax(logits / self.tau, dim=1).gather(1, targets[:, None]).squeeze(1)
+        exponent = k * (1.0 - log_p.exp())
+        # K (1 - p) <= K, so the bound can only be active when K exceeds it; checking only then,
+        # and only until the first warning, avoids a device sync on every step.
+        if k > self.max_exponent and not PATLoss._bound_warned and bool((exponent > self.max_exponent).any()):
+            PATLoss._bound_warned = True
+            warnings.warn(f"PAT: K (1 - p) exceeds max_exponent={self.max_exponent} (K={k}); beta is "
+                          f"bounded by exp({self.max_exponent})/2. Lower MODEL.LONG_TAIL.LOSS.PAT_CONSTANT "
+                          "or raise PAT_TAU to stay below the bound.", RuntimeWarning)
+        beta = 0.5 * exponent.clamp(max=self.max_exponent).exp()
+        if self.detach_beta:
+            beta = beta.detach()
+        return -beta * log_p / num_classes
+
+    def reduce(self, losses, labels, valid, logits):
+        if not self.homogenize:
+            return super().reduce(losses, labels, valid, logits)
+        num_classes = logits.shape[1]
+        num_images = logits.shape[0] if logits.dim() > 2 else 1
+        per_image = valid.numel() // num_images
+        image = torch.arange(num_images, device=labels.device).repeat_interleave(per_image)[valid]
+        key = image * num_classes + labels
+        sums = losses.new_zeros(num_images * num_classes).index_add(0, key, losses)
+        sizes = torch.bincount(key, minlength=num_images * num_classes).to(losses.dtype)
+        class_means = (sums / sizes.clamp(min=1)).view(num_images, num_classes)
+        present = (sizes > 0).view(num_images, num_classes).sum(1)
+        image_losses = class_means.sum(1) / present.clamp(min=1)
+        return image_losses.sum() / (present > 0).sum().clamp(min=1)
+
+
+LOSSES: Dict[str, Type[ClassificationLoss]] = {
+    "CE": CrossEntropyLoss,
+    "Focal": FocalLoss,
+    "CB": ClassBalancedLoss,
+    "CBFocal": ClassBalancedFocalLoss,
+    "BMS": BalancedSoftmaxLoss,
+    "LA": LogitAdjustedLoss,
+    "LDAM": LDAMLoss,
+    "Seesaw": SeesawLoss,
+    "PAT": PATLoss,
+}
+
+
+def _loss_class(name: str) -> Type[ClassificationLoss]:
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
     return LOSSES[name]
+
+
+def loss_needs_class_counts(name: str) -> bool:
+    return _loss_class(name).needs_class_counts
+
+
+def build_loss(name: str, class_counts: Optional[Sequence[float]] = None, ignore_index: int = 255,
+               **options) -> ClassificationLoss:
+    """The loss ``name`` of ``LOSSES``; ``options`` are its keyword arguments (see its class).
+    Raises KeyError for an unknown name, ValueError if it needs class counts and has none."""
+    return _loss_class(name)(class_counts=class_counts, ignore_index=ignore_index, **options)
+
+
+def get_loss(name: str) -> ClassificationLoss:
+    """``build_loss(name)`` with its defaults (kept for callers of the former function registry,
+    e.g. tools/benchmark_losses.py)."""
+    return build_loss(name)

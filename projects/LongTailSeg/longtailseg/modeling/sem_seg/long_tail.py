@@ -6,7 +6,7 @@ import torch
 from ...data.class_counting import load_or_compute_class_stats
 from ...errors import ClassStatsError, ConfigError
 from ...longtail.calibration import DisAlignCalibration, generalized_reweighting
-from ...longtail.losses import get_loss
+from ...longtail.losses import build_loss, loss_needs_class_counts
 from ...longtail.variation import LogitVariation
 
 
@@ -16,13 +16,17 @@ class LongTailLogitsMixin:
     @staticmethod
     def long_tail_from_config(cfg):
         lt = cfg.MODEL.LONG_TAIL
-        needs_counts = lt.BLV.ENABLED or lt.GRW.ENABLED
         try:
-            loss = get_loss(lt.LOSS.NAME)
+            loss_needs_counts = loss_needs_class_counts(lt.LOSS.NAME)
         except KeyError as e:
             raise ConfigError(f"MODEL.LONG_TAIL.LOSS.NAME: {e.args[0]}") from None
+        needs_counts = lt.BLV.ENABLED or lt.GRW.ENABLED or loss_needs_counts
+        counts = load_or_compute_class_stats(cfg).counts if needs_counts else None
+        loss = build_loss(lt.LOSS.NAME, class_counts=counts if loss_needs_counts else None,
+                          ignore_index=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                          **_loss_options(lt.LOSS.NAME, lt.LOSS))
         return {
-            "class_counts": load_or_compute_class_stats(cfg).counts if needs_counts else None,
+            "class_counts": counts,
             "blv_sigma": lt.BLV.SIGMA if lt.BLV.ENABLED else None,
             "grw_rho": lt.GRW.RHO if lt.GRW.ENABLED else None,
             "disalign": lt.DISALIGN.ENABLED,
@@ -49,7 +53,9 @@ class LongTailLogitsMixin:
             if spec.get("disalign")
             else None
         )
-        self.loss_fn = spec.get("loss") or get_loss("CE")
+        loss = spec.get("loss")
+        # A submodule, so that its class-count buffers follow the head's device.
+        self.loss_fn = build_loss("CE", ignore_index=self.ignore_value) if loss is None else loss
 
     def calibrate(self, logits, features):
         return logits if self.calibration is None else self.calibration(logits, features)
@@ -57,5 +63,19 @@ class LongTailLogitsMixin:
     def long_tail_loss(self, logits, targets):
         if self.variation is not None:
             logits = self.variation(logits)
-        return self.loss_fn(logits, targets, class_weights=self.class_weights,
-                            ignore_index=self.ignore_value)
+        return self.loss_fn(logits, targets, class_weights=self.class_weights)
+
+
+def _loss_options(name, loss_cfg):
+    """Keyword arguments of ``build_loss`` for loss ``name`` from MODEL.LONG_TAIL.LOSS."""
+    return {
+        "Focal": dict(gamma=loss_cfg.FOCAL_GAMMA),
+        "CB": dict(beta=loss_cfg.CB_BETA),
+        "CBFocal": dict(beta=loss_cfg.CB_BETA, gamma=loss_cfg.FOCAL_GAMMA),
+        "LA": dict(tau=loss_cfg.LA_TAU),
+        "LDAM": dict(max_margin=loss_cfg.LDAM_MAX_MARGIN, scale=loss_cfg.LDAM_SCALE),
+        "Seesaw": dict(p=loss_cfg.SEESAW_P, q=loss_cfg.SEESAW_Q),
+        "PAT": dict(tau=loss_cfg.PAT_TAU, constant=loss_cfg.PAT_CONSTANT or None,
+                    detach_beta=loss_cfg.PAT_DETACH_BETA, max_exponent=loss_cfg.PAT_MAX_EXPONENT,
+                    homogenize=loss_cfg.PAT_HOMOGENIZE),
+    }.get(name, {})
