@@ -19,6 +19,27 @@ TINY_TRAINING = [
 ]
 
 
+def tiny_cfg(config, output_dir, *opts):
+    """A synthetic config (path under configs/) shrunk by TINY_TRAINING, plus KEY VALUE overrides."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    longtailseg.add_longtailseg_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs", config))
+    cfg.merge_from_list(TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + [str(o) for o in opts])
+    return cfg
+
+
+def random_batch(n=2, size=32, seed=0, num_classes=19):
+    """Training inputs for SemanticSegmentor: random images and labels."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+             "sem_seg": torch.randint(0, num_classes, (size, size), generator=g),
+             "height": size, "width": size} for _ in range(n)]
+
+
 @pytest.fixture(scope="session")
 def datasets_root(tmp_path_factory):
     """A DETECTRON2_DATASETS folder holding ``synthetic/`` (registered in this process too)."""

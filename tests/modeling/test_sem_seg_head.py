@@ -4,29 +4,16 @@ import logging
 import pytest
 import torch
 
-from conftest import TINY_TRAINING
-from longtailseg import add_longtailseg_config
+from conftest import random_batch, tiny_cfg
 from longtailseg.engine.stage2 import StageTwoCheckpointer, prepare_stage2_model
 from longtailseg.longtail.calibration import generalized_reweighting
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 
 def _cfg(output_dir, *opts):
-    cfg = get_cfg()
-    add_longtailseg_config(cfg)
-    cfg.merge_from_file("configs/synthetic/deeplab_v3_plus.yaml")
-    cfg.merge_from_list(TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + list(opts))
-    return cfg
-
-
-def _batch(n=2, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
-             "sem_seg": torch.randint(0, 19, (size, size), generator=g),
-             "height": size, "width": size} for _ in range(n)]
+    return tiny_cfg("synthetic/deeplab_v3_plus.yaml", output_dir, *opts)
 
 
 def test_any_size_inference_with_global_aspp_pooling(datasets_root, tmp_path):
@@ -51,7 +38,7 @@ def test_grw_weights_and_blv_come_from_the_class_statistics(datasets_root, tmp_p
     plain = build_model(_cfg(tmp_path))
     plain.load_state_dict(model.state_dict())
     model.eval(), plain.eval()
-    batch = _batch()
+    batch = random_batch()
     with torch.no_grad():
         assert torch.equal(model(batch)[0]["sem_seg"], plain(batch)[0]["sem_seg"])
 
@@ -62,7 +49,7 @@ def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp
     stage1.train()
     optimizer = torch.optim.SGD(stage1.parameters(), lr=0.1)
     for seed in range(2):  # move BN statistics and weights away from their init
-        loss = sum(stage1(_batch(seed=seed)).values())
+        loss = sum(stage1(random_batch(seed=seed)).values())
         optimizer.zero_grad(), loss.backward(), optimizer.step()
     DetectionCheckpointer(stage1, save_dir=str(tmp_path)).save("stage1")
 
@@ -80,7 +67,7 @@ def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp
     assert "calibration" in log and "not found in the checkpoint" in log
     assert "num_batches_tracked" not in log and "not used by the model" not in log
 
-    batch = _batch(seed=5)
+    batch = random_batch(seed=5)
     stage1.eval(), model.eval()
     with torch.no_grad():
         assert torch.equal(model(batch)[0]["sem_seg"], stage1(batch)[0]["sem_seg"])  # identity
@@ -93,7 +80,7 @@ def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp
         "sem_seg_head.calibration.confidence.weight", "sem_seg_head.calibration.confidence.bias"}
     optimizer = torch.optim.SGD(trainable, lr=0.5)
     for seed in range(2):
-        loss = sum(model(_batch(seed=10 + seed)).values())
+        loss = sum(model(random_batch(seed=10 + seed)).values())
         optimizer.zero_grad(), loss.backward(), optimizer.step()
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -108,7 +95,7 @@ def test_pat_loss_trains_one_step(datasets_root, tmp_path):
     assert type(head.loss_fn).__name__ == "PATLoss" and head.loss_fn in head.modules()
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
-    loss = sum(model(_batch()).values())
+    loss = sum(model(random_batch()).values())
     assert torch.isfinite(loss) and loss.item() > 0
     optimizer.zero_grad(), loss.backward(), optimizer.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())

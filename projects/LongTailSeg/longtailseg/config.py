@@ -73,6 +73,20 @@ def add_longtailseg_config(cfg):
     # The config that trains stage 1 (used only to tell the user how to make MODEL.WEIGHTS).
     cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG = ""
 
+    # Decode heads of longtailseg/modeling/sem_seg/decode_heads.py (they read the last of
+    # SEM_SEG_HEAD.IN_FEATURES, CONVS_DIM channels).
+    # LongTailFCNHead: number of 3x3 conv-norm-ReLU layers (FCN as in mmsegmentation: 2).
+    cfg.MODEL.SEM_SEG_HEAD.FCN_NUM_CONVS = 2
+    # LongTailFCNHead: concatenate the input to the convs' output and fuse with a 3x3 conv.
+    cfg.MODEL.SEM_SEG_HEAD.FCN_CONCAT_INPUT = True
+    # LongTailPSPHead: bins of the pyramid pooling (Zhao et al. 2017: 1x1, 2x2, 3x3, 6x6).
+    cfg.MODEL.SEM_SEG_HEAD.PSP_POOL_SCALES = [1, 2, 3, 6]
+    # LongTailOCRHead: channels of the pixel-region attention's keys, queries and values.
+    cfg.MODEL.SEM_SEG_HEAD.OCR_KEY_CHANNELS = 256
+    # LongTailOCRHead: weight of the plain cross-entropy on the auxiliary soft-region logits
+    # (loss_sem_seg_aux; 0.4 in Yuan et al. 2020).
+    cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_LOSS_WEIGHT = 0.4
+
     # DistributedDataParallel(find_unused_parameters=...): True for models whose forward leaves
     # parameters without gradient (frozen stage 2, experts that skip a batch).
     cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS = False
