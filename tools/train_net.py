@@ -105,6 +105,11 @@ def load_config(args):
             f"{e.args[0]} (in {args.config_file} or the command line); fix the key's spelling "
             "(LongTailSeg's keys and defaults are in projects/LongTailSeg/longtailseg/config.py)"
         ) from None
+    except ValueError as e:  # yacs: a value of the wrong type, e.g. 1 for a float key
+        raise ConfigError(
+            f"{e.args[0]} (in {args.config_file} or the command line); give the value the type of "
+            "the default in projects/LongTailSeg/longtailseg/config.py (e.g. 1.0, not 1)"
+        ) from None
     cfg.freeze()
     return cfg
 

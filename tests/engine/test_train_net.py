@@ -74,6 +74,13 @@ def test_wrong_config_key_is_one_line_error(tmp_path):
     assert "MODEL.LONG_TAIL.CLASS_STAT" in line and "config.py" in line
 
 
+def test_wrongly_typed_config_value_is_one_line_error(tmp_path):
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "MODEL.LONG_TAIL.LOSS.PAT_CONSTANT", "1",
+                    check=False)
+    line = _one_line_error(proc)
+    assert "MODEL.LONG_TAIL.LOSS.PAT_CONSTANT" in line and "1.0" in line
+
+
 def test_mismatched_class_stats_file_is_one_line_error(datasets_root, tmp_path):
     stats_file = tmp_path / "lvis_stats.json"
     run_tool("compute_class_stats.py", "--dataset", "synthetic_lvis_train", "--output", stats_file,
