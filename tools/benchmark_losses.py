@@ -18,14 +18,14 @@ import time
 import torch
 
 from longtailseg.longtail.calibration import generalized_reweighting
-from longtailseg.longtail.losses import get_loss
+from longtailseg.longtail.losses import build_loss
 from longtailseg.longtail.variation import LogitVariation
 from tabulate import tabulate
 
 
 def variants(num_classes):
     counts = torch.logspace(6, 2, num_classes).tolist()  # a steep long tail
-    ce = get_loss("CE")
+    ce = build_loss("CE")
     blv = LogitVariation(counts, sigma=4.0).train()
     weights = generalized_reweighting(counts, 0.2)
     return {

@@ -20,15 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-
-def positive_counts(class_counts: Sequence[float]) -> torch.Tensor:
-    """Counts as float64 with zeros replaced by the smallest positive count (log and powers of
-    a zero count are infinite)."""
-    counts = torch.as_tensor(class_counts, dtype=torch.float64)
-    positive = counts[counts > 0]
-    if positive.numel() == 0:
-        raise ValueError("class counts are all zero; recompute the class statistics")
-    return torch.where(counts > 0, counts, positive.min())
+from .class_stats import positive_counts
 
 
 def generalized_reweighting(class_counts: Sequence[float], rho: float) -> torch.Tensor:

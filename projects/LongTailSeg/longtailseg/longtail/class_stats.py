@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import ClassStatsError
 from ..io import write_json_atomically
@@ -72,6 +73,16 @@ class ClassStats:
         data["frequencies"] = [float(f) for f in self.frequencies]
         data["group_shares"] = {g: self.group_share(g) for g in self.groups}
         return data
+
+
+def positive_counts(class_counts: Sequence[float]) -> torch.Tensor:
+    """Counts as float64 with zeros replaced by the smallest positive count (log and powers of
+    a zero count are infinite)."""
+    counts = torch.as_tensor(class_counts, dtype=torch.float64)
+    positive = counts[counts > 0]
+    if positive.numel() == 0:
+        raise ValueError("class counts are all zero; recompute the class statistics")
+    return torch.where(counts > 0, counts, positive.min())
 
 
 def split_by_ratio(

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .calibration import positive_counts
+from .class_stats import positive_counts
 
 
 def _valid_elements(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int):
@@ -64,6 +64,7 @@ class ClassificationLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def element_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Loss of each labelled row (R, C) -> (R,); each registered loss defines it."""
         raise NotImplementedError
 
     def forward(self, logits, targets, class_weights=None):
@@ -311,9 +312,3 @@ def build_loss(name: str, class_counts: Optional[Sequence[float]] = None, ignore
     """The loss ``name`` of ``LOSSES``; ``options`` are its keyword arguments (see its class).
     Raises KeyError for an unknown name, ValueError if it needs class counts and has none."""
     return _loss_class(name)(class_counts=class_counts, ignore_index=ignore_index, **options)
-
-
-def get_loss(name: str) -> ClassificationLoss:
-    """``build_loss(name)`` with its defaults (kept for callers of the former function registry,
-    e.g. tools/benchmark_losses.py)."""
-    return build_loss(name)

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .calibration import positive_counts
+from .class_stats import positive_counts
 
 
 def rarity_scale(class_counts: Sequence[float]) -> torch.Tensor:

@@ -71,6 +71,7 @@ class _LongTailDecodeHead(LongTailLogitsMixin, nn.Module):
         }
 
     def decode(self, features):
+        """The feature map the classifier reads; each registered head defines it."""
         raise NotImplementedError
 
     def classify(self, decoded):
