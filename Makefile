@@ -6,7 +6,7 @@ SETUP_STAMP := $(VENV)/.longtailseg-setup
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 SYNTHETIC := $(DETECTRON2_DATASETS)/synthetic
 
-.PHONY: setup demo demo-methods test data clean-demo
+.PHONY: setup demo demo-methods results-losses test data clean-demo
 
 setup: $(SETUP_STAMP)
 
@@ -32,6 +32,21 @@ demo-methods: data
 	$(PY) tools/train_net.py --config-file configs/synthetic/blv_deeplab.yaml
 	$(PY) tools/train_net.py --config-file configs/synthetic/disalign_deeplab.yaml
 	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign
+
+# The loss table of issue 5: DeepLabV3+ on the synthetic set with each loss (same schedule as
+# the CE baseline; LDAM with scale 1 as the classifier is a plain linear one), then one table.
+LOSSES := Focal CB CBFocal BMS LDAM PAT
+results-losses: data
+	test -f $(OUT)/deeplab_v3_plus/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
+	test -f $(OUT)/blv_deeplab/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/blv_deeplab.yaml
+	for loss in $(LOSSES); do \
+	  test -f $(OUT)/loss_$$loss/model_final.pth || $(PY) tools/train_net.py \
+	    --config-file configs/synthetic/deeplab_v3_plus.yaml MODEL.LONG_TAIL.LOSS.NAME $$loss \
+	    MODEL.LONG_TAIL.LOSS.LDAM_SCALE 1.0 MODEL.LONG_TAIL.LOSS.PAT_CONSTANT 3.0 \
+	    OUTPUT_DIR $(OUT)/loss_$$loss || exit 1; \
+	done
+	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(addprefix $(OUT)/loss_,Focal CB CBFocal BMS LDAM) \
+	  $(OUT)/blv_deeplab $(OUT)/loss_PAT --names CE Focal CB CB-Focal BMS LDAM BLV PAT
 
 test: setup
 	$(PY) -m pytest -q tests
