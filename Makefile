@@ -6,7 +6,7 @@ SETUP_STAMP := $(VENV)/.longtailseg-setup
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 SYNTHETIC := $(DETECTRON2_DATASETS)/synthetic
 
-.PHONY: setup demo demo-methods results-losses test data clean-demo
+.PHONY: setup demo demo-methods results-losses results-medoe test data clean-demo
 
 setup: $(SETUP_STAMP)
 
@@ -47,6 +47,25 @@ results-losses: data
 	done
 	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(addprefix $(OUT)/loss_,Focal CB CBFocal BMS LDAM) \
 	  $(OUT)/blv_deeplab $(OUT)/loss_PAT --names CE Focal CB CB-Focal BMS LDAM BLV PAT
+
+# The MEDOE table of issue 4: CE baseline, MED (stage 1, expert 1), MEDOE (stage 2, MOE), the
+# untrained ensembles and the oracle on the stage-1 experts; normal and uniform test settings.
+MEDOE_EVAL := $(PY) tools/train_net.py --eval-only --config-file configs/synthetic/medoe_deeplab.yaml \
+	MODEL.WEIGHTS $(OUT)/medoe_deeplab/model_final.pth
+ENSEMBLES := softmax_threshold argmax_confidence group_average
+results-medoe: data
+	test -f $(OUT)/deeplab_v3_plus/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
+	test -f $(OUT)/medoe_deeplab/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/medoe_deeplab.yaml
+	test -f $(OUT)/medoe_deeplab_moe/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/medoe_deeplab_moe.yaml
+	$(PY) tools/train_net.py --eval-only --config-file configs/synthetic/deeplab_v3_plus.yaml \
+	  MODEL.WEIGHTS $(OUT)/deeplab_v3_plus/model_final.pth TEST.UNIFORM.ENABLED True OUTPUT_DIR $(OUT)/eval_deeplab_v3_plus
+	for ensemble in $(ENSEMBLES); do \
+	  $(MEDOE_EVAL) MODEL.MEDOE.ENSEMBLE $$ensemble OUTPUT_DIR $(OUT)/eval_medoe_$$ensemble || exit 1; \
+	done
+	$(MEDOE_EVAL) MODEL.MEDOE.ORACLE True OUTPUT_DIR $(OUT)/eval_medoe_oracle
+	$(PY) tools/compare_results.py --uniform $(OUT)/eval_deeplab_v3_plus $(OUT)/medoe_deeplab \
+	  $(OUT)/medoe_deeplab_moe $(addprefix $(OUT)/eval_medoe_,oracle $(ENSEMBLES)) \
+	  --names baseline MED MEDOE "MEDOE oracle" "softmax 0.3" "argmax conf." "group avg."
 
 test: setup
 	$(PY) -m pytest -q tests

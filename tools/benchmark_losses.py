@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time (and peak memory) of the long-tail losses relative to plain cross-entropy.
+"""Time (and peak memory) of every loss of the registry, and of BLV / GRW, relative to CE.
 
     python tools/benchmark_losses.py [--shape 2 150 128 128] [--repeats 20] [--threads 2]
 
@@ -10,7 +10,6 @@ peak memory one run adds (measured in a fresh process), and both relative to CE.
 import argparse
 import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import time
@@ -18,43 +17,62 @@ import time
 import torch
 
 from longtailseg.longtail.calibration import generalized_reweighting
-from longtailseg.longtail.losses import build_loss
+from longtailseg.longtail.losses import LOSSES, build_loss, loss_needs_class_counts
 from longtailseg.longtail.variation import LogitVariation
 from tabulate import tabulate
 
 
 def variants(num_classes):
+    """Every loss of the registry with its config defaults, then BLV and GRW on CE."""
     counts = torch.logspace(6, 2, num_classes).tolist()  # a steep long tail
-    ce = build_loss("CE")
+    out = {}
+    for name in LOSSES:
+        loss = build_loss(name, class_counts=counts if loss_needs_class_counts(name) else None,
+                          **BENCHMARK_OPTIONS.get(name, {}))
+        out[name] = loss
+    ce = out["CE"]
     blv = LogitVariation(counts, sigma=4.0).train()
     weights = generalized_reweighting(counts, 0.2)
-    return {
-        "CE": lambda z, y: ce(z, y),
-        "BLV + CE": lambda z, y: ce(blv(z), y),
-        "GRW CE": lambda z, y: ce(z, y, class_weights=weights),
-        "BLV + GRW CE": lambda z, y: ce(blv(z), y, class_weights=weights),
-    }
+    out["BLV + CE"] = lambda z, y: ce(blv(z), y)
+    out["GRW CE"] = lambda z, y: ce(z, y, class_weights=weights)
+    out["BLV + GRW CE"] = lambda z, y: ce(blv(z), y, class_weights=weights)
+    return out
 
 
-def _resident_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+# Options as the synthetic configs use them (LDAM on a linear classifier, PAT's constant).
+BENCHMARK_OPTIONS = {"LDAM": dict(scale=1.0), "PAT": dict(constant=3.0)}
+
+
+def _status_bytes(field):
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _peak_memory_of_one_step(name, shape, threads):
     """Runs in a fresh process: peak resident memory added by one forward + backward.
 
     Large CPU tensors are separate mmap allocations that glibc returns to the system when freed,
-    so the process's peak resident size (ru_maxrss) above the size before the step is the step's
-    peak of live tensor memory.
+    so the peak resident size during the step above the size before it is the step's peak of
+    live tensor memory. The peak is the process's own high-water mark (VmHWM), reset before the
+    step where the kernel allows (clear_refs 5); ru_maxrss is not used: Linux carries it over
+    from the parent across fork + exec, so it would include the benchmark process's memory.
     """
     torch.set_num_threads(threads)
     logits, labels = make_inputs(shape)
     loss_fn = variants(shape[1])[name]
-    before = _resident_bytes()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # the high-water mark then includes start-up, which is below a large step's peak
+    before = _status_bytes("VmRSS")
     z = logits.clone().requires_grad_(True)
     loss_fn(z, labels).backward()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return _status_bytes("VmHWM") - before
 
 
 def make_inputs(shape):

@@ -5,12 +5,15 @@
         [--dataset synthetic_ade_sem_seg_val] [--names CE BLV]
 
 Each argument is an OUTPUT_DIR (its ``inference/<dataset>/sem_seg_results.json`` is read) or a
-results JSON. Columns: mIoU and mACC over all classes and per head / body / tail group, pACC.
+results JSON. ``--uniform`` adds the head / body / tail numbers of the uniform test setting
+(``TEST.UNIFORM.ENABLED``); the parameter count comes from the run's log.txt where there is one. Columns: mIoU and mACC over all classes and per head / body / tail group, pACC
+and the Dice error (1 - mean Dice, as in the PAT paper).
 """
 import argparse
 import glob
 import json
 import os
+import re
 import sys
 
 from tabulate import tabulate
@@ -28,15 +31,29 @@ def find_results(path, dataset=None):
     return matches[0]
 
 
-def row(name, results):
+def parameter_count(run):
+    """The last "model parameters: N" that tools/train_net.py logged in the run's folder."""
+    log = os.path.join(run, "log.txt")
+    if not os.path.isfile(log):
+        return "n/a"
+    with open(log) as f:
+        counts = re.findall(r"model parameters: ([\d,]+)", f.read())
+    return counts[-1] if counts else "n/a"
+
+
+def row(name, results, params, uniform=False):
     sem_seg = results["sem_seg"]
 
     def fmt(key):
         value = sem_seg.get(key)
         return "n/a" if value is None else f"{value:.2f}"
 
-    return [name, fmt("mIoU"), fmt("mACC")] + [fmt(f"mIoU-{g}") for g in GROUPS] + \
-        [fmt(f"mACC-{g}") for g in GROUPS] + [fmt("pACC")]
+    cells = [name, params, fmt("mIoU"), fmt("mACC")] + [fmt(f"mIoU-{g}") for g in GROUPS] + \
+        [fmt(f"mACC-{g}") for g in GROUPS] + [fmt("pACC")] + \
+        ["n/a" if sem_seg.get("DiceErr") is None else f"{sem_seg['DiceErr']:.3f}"]
+    if uniform:
+        cells += [fmt(f"{m}-{g}-uniform") for m in ("mIoU", "mACC") for g in GROUPS]
+    return cells
 
 
 def main(argv=None):
@@ -44,6 +61,7 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", help="OUTPUT_DIRs or sem_seg_results.json files")
     parser.add_argument("--dataset", help="evaluation dataset folder under inference/ (default: the first)")
     parser.add_argument("--names", nargs="*", help="row names (default: the run folders' names)")
+    parser.add_argument("--uniform", action="store_true", help="add the uniform test setting's group numbers")
     args = parser.parse_args(argv)
     names = args.names or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(names) != len(args.runs):
@@ -53,11 +71,13 @@ def main(argv=None):
     for name, run in zip(names, args.runs):
         try:
             with open(find_results(run, args.dataset)) as f:
-                rows.append(row(name, json.load(f)))
+                rows.append(row(name, json.load(f), parameter_count(run), args.uniform))
         except FileNotFoundError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    headers = ["run", "mIoU", "mACC"] + [f"mIoU-{g}" for g in GROUPS] + [f"mACC-{g}" for g in GROUPS] + ["pACC"]
+    headers = ["run", "params", "mIoU", "mACC"] + [f"mIoU-{g}" for g in GROUPS] + [f"mACC-{g}" for g in GROUPS] + ["pACC", "Dice err"]
+    if args.uniform:
+        headers += [f"{m}-{g} unif." for m in ("mIoU", "mACC") for g in GROUPS]
     print(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
     return 0
 

@@ -71,7 +71,14 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         model = super().build_model(cfg)
-        return stage2.prepare_stage2_model(model) if stage2.is_stage2(cfg) else model
+        model = stage2.prepare_stage2_model(model) if stage2.is_stage2(cfg) else model
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logging.getLogger("longtailseg").info(f"model parameters: {total:,} ({trainable:,} trainable)")
+        return model
+
+    def build_hooks(self):
+        return super().build_hooks() + [lt.LossIterationHook()]
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -269,3 +269,59 @@ def test_distributed_evaluation_gathers_all_ranks_and_only_main_returns(tmp_path
     assert main["sem_seg"].keys() == single.keys()
     for key, value in single.items():
         assert main["sem_seg"][key] == pytest.approx(value, nan_ok=True), key
+
+
+def test_dice_error_on_the_hand_built_case(tmp_path, datasets):
+    name, inputs = register_dataset([HAND_GT], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    res = run(LongTailSemSegEvaluator(name, distributed=False), inputs,
+              [{"sem_seg": one_hot_scores(HAND_PRED, 4)}])
+    # Dice 2TP / (2TP + FP + FN): a 4/5, b 2/3, c 2/4; d has no ground truth and is left out.
+    expected = (4 / 5 + 2 / 3 + 2 / 4) / 3
+    assert res["mDice"] == pytest.approx(100 * expected)
+    assert res["DiceErr"] == pytest.approx(1 - expected)
+
+
+def test_uniform_confusion_matrix_gives_every_present_class_the_rarest_count():
+    from longtailseg.evaluation.sem_seg_evaluation import uniform_confusion_matrix
+
+    rng = np.random.default_rng(0)
+    conf = rng.integers(0, 50, size=(5, 5))
+    conf[:, 0] *= 40  # a frequent class
+    conf[:, 2] = 0  # a class absent from the ground truth
+    conf[4, :] = 0  # (no prediction row for ignored pixels in this toy)
+    gt = conf[:, :4].sum(axis=0)
+    rarest = gt[gt > 0].min()
+    uniform = uniform_confusion_matrix(conf, seed=3)
+    assert uniform[:, :4].sum(axis=0).tolist() == [rarest if g else 0 for g in gt]
+    assert (uniform <= conf).all()  # a sub-sample, never more than there is
+    assert (uniform[:, 4] == 0).all()  # ignored pixels are never sampled
+    assert np.array_equal(uniform, uniform_confusion_matrix(conf, seed=3))  # fixed seed
+    assert not np.array_equal(uniform, uniform_confusion_matrix(conf, seed=4))
+
+
+def test_uniform_sub_sample_keeps_each_class_confusion_in_expectation():
+    from longtailseg.evaluation.sem_seg_evaluation import uniform_confusion_matrix
+
+    conf = np.zeros((3, 3), dtype=np.int64)
+    conf[:, 0] = [900_000, 100_000, 0]  # class 0: 90 % right
+    conf[:, 1] = [5_000, 5_000, 0]  # class 1: 50 % right, the rarest
+    uniform = uniform_confusion_matrix(conf, seed=0)
+    assert uniform[:, 0].sum() == uniform[:, 1].sum() == 10_000
+    assert uniform[0, 0] / 10_000 == pytest.approx(0.9, abs=0.01)
+
+
+def test_evaluator_reports_uniform_setting_beside_normal_numbers(tmp_path, datasets):
+    name, inputs = register_dataset([HAND_GT], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    outputs = [{"sem_seg": one_hot_scores(HAND_PRED, 4)}]
+    plain = run(LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS), inputs, outputs)
+    res = run(LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS, uniform_seed=0),
+              inputs, outputs)
+    normal = {k: v for k, v in res.items() if not k.endswith("-uniform")}
+    assert normal.keys() == plain.keys()
+    assert all(normal[k] == plain[k] or (math.isnan(normal[k]) and math.isnan(plain[k])) for k in plain)
+    # b and c have 2 pixels each, a is sub-sampled from 3 to 2; b and c are kept whole.
+    assert res["ACC-b"] == pytest.approx(50.0) and "mACC-body-uniform" in res
+    assert res["mACC-body-uniform"] == pytest.approx(plain["mACC-body"])  # c kept whole
+    assert "IoU-a-uniform" not in res

@@ -106,3 +106,20 @@ def test_unknown_loss_name_is_a_config_error(datasets_root, tmp_path):
 
     with pytest.raises(ConfigError, match=r"MODEL\.LONG_TAIL\.LOSS\.NAME.*Seesaw"):
         build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "Nope"))
+
+
+def test_ldam_drw_start_from_config_and_the_trainer_hook_sets_the_iteration(datasets_root, tmp_path):
+    from types import SimpleNamespace
+
+    from detectron2.modeling import build_model
+
+    from longtailseg.engine.trainer import LossIterationHook
+
+    model = build_model(tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path, "MODEL.LONG_TAIL.LOSS.NAME",
+                                 "LDAM", "MODEL.LONG_TAIL.LOSS.LDAM_DRW_START", "2"))
+    loss = model.sem_seg_head.loss_fn
+    assert loss.drw_start == 2 and loss.iteration == 0
+    hook = LossIterationHook()
+    hook.trainer = SimpleNamespace(model=model, iter=7)  # what Detectron2's trainer exposes
+    hook.before_step()
+    assert loss.iteration == 7

@@ -35,6 +35,11 @@ def add_longtailseg_config(cfg):
     # features and weights, use 1 on a plain linear classifier).
     cfg.MODEL.LONG_TAIL.LOSS.LDAM_MAX_MARGIN = 0.5
     cfg.MODEL.LONG_TAIL.LOSS.LDAM_SCALE = 30.0
+    # LDAM-DRW: from this iteration on, each pixel's loss is weighted by the class-balanced weight
+    # of its class with LDAM_DRW_BETA (Cao et al. 2019 defer it to the last 20 % of training);
+    # -1 = no re-weighting. The trainer tells the loss the iteration.
+    cfg.MODEL.LONG_TAIL.LOSS.LDAM_DRW_START = -1
+    cfg.MODEL.LONG_TAIL.LOSS.LDAM_DRW_BETA = 0.9999
     # Seesaw: exponents of the mitigation (n_j/n_i)^p and compensation (sigma_j/sigma_i)^q
     # factors (Wang et al. 2021); counts are the static class statistics.
     cfg.MODEL.LONG_TAIL.LOSS.SEESAW_P = 0.8
@@ -72,6 +77,35 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.LONG_TAIL.DISALIGN.CONFIDENCE_INIT_STD = 0.01
     # The config that trains stage 1 (used only to tell the user how to make MODEL.WEIGHTS).
     cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG = ""
+
+    # MEDOE (longtailseg/modeling/sem_seg/medoe.py, math in longtail/experts.py); selected by
+    # MODEL.SEM_SEG_HEAD.NAME: "MEDOEHead". Choices where the paper is silent: projects/LongTailSeg/README.md.
+    cfg.MODEL.MEDOE = CN()
+    # The registered head each expert is built from (context module + classifier).
+    cfg.MODEL.MEDOE.EXPERT_HEAD = "LongTailDeepLabV3PlusHead"
+    # One entry per expert (K = its length): the class groups it owns, joined by "+". The first
+    # must own every class (it alone trains the backbone). Paper: head+body+tail, body+tail, tail.
+    cfg.MODEL.MEDOE.EXPERT_CLASS_GROUPS = ["head+body+tail", "body+tail", "tail"]
+    # lambda of CE + lambda * (L2 + KL) per expert; the paper's value did not survive.
+    cfg.MODEL.MEDOE.AUX_LOSS_WEIGHT = 0.2
+    # How the experts' outputs become the prediction: "none" = expert 1 (stage 1, MED);
+    # "MOE" = stage 2, the learned decision-maker (only it trains, from MODEL.WEIGHTS = stage 1);
+    # untrained baselines: "softmax_threshold", "argmax_confidence", "group_average".
+    cfg.MODEL.MEDOE.ENSEMBLE = "none"
+    # softmax_threshold: an expert decides a pixel when its top probability reaches this (paper: 0.3).
+    cfg.MODEL.MEDOE.SOFTMAX_THRESHOLD = 0.3
+    # MOE: weight of the penalty on tail-class probability at non-tail pixels.
+    cfg.MODEL.MEDOE.TAIL_PENALTY_WEIGHT = 0.1
+    # Oracle (evaluation only): each pixel takes the most specific expert owning its true class.
+    cfg.MODEL.MEDOE.ORACLE = False
+    # The config that trains stage 1 (used only to tell the user how to make MODEL.WEIGHTS).
+    cfg.MODEL.MEDOE.STAGE1_CONFIG = ""
+
+    # The "uniform" test setting (MEDOE): also report metrics on test pixels sub-sampled with
+    # SEED so that every class has as many pixels as the rarest (keys "<metric>-uniform").
+    cfg.TEST.UNIFORM = CN()
+    cfg.TEST.UNIFORM.ENABLED = False
+    cfg.TEST.UNIFORM.SEED = 0
 
     # Decode heads of longtailseg/modeling/sem_seg/decode_heads.py (they read the last of
     # SEM_SEG_HEAD.IN_FEATURES, CONVS_DIM channels).

@@ -1,4 +1,4 @@
-"""Second stages (DisAlign, MEDOE's ensemble): freeze the stage-1 model, train a few parameters.
+"""Second stages (DisAlign, MEDOE's ensemble, MOE): freeze the stage-1 model, train a few parameters.
 
 Freezing means no gradient for stage-1 parameters *and* no BatchNorm statistics updates: every
 BatchNorm (SyncBN, naiveSyncBN) becomes Detectron2's FrozenBatchNorm2d, which normalises with the
@@ -37,15 +37,26 @@ def freeze_all_but(model, trainable_prefixes):
     return trainable
 
 
+def is_medoe_stage2(cfg):
+    return cfg.MODEL.SEM_SEG_HEAD.NAME == "MEDOEHead" and cfg.MODEL.MEDOE.ENSEMBLE == "MOE"
+
+
 def is_stage2(cfg):
-    return cfg.MODEL.LONG_TAIL.DISALIGN.ENABLED
+    return cfg.MODEL.LONG_TAIL.DISALIGN.ENABLED or is_medoe_stage2(cfg)
+
+
+def stage1_config(cfg):
+    """The config that trains this stage 2's stage 1, as the config names it ("" = unknown)."""
+    return cfg.MODEL.MEDOE.STAGE1_CONFIG if is_medoe_stage2(cfg) else cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG
 
 
 def stage2_trainable_prefixes(model):
-    """Names of the modules a second stage trains: every DisAlign calibration."""
+    """Names of the modules a second stage trains: DisAlign calibrations, MEDOE's decision-maker."""
     from ..longtail.calibration import DisAlignCalibration
+    from ..longtail.experts import MOEDecisionMaker
 
-    return [name + "." for name, module in model.named_modules() if isinstance(module, DisAlignCalibration)]
+    return [name + "." for name, module in model.named_modules()
+            if isinstance(module, (DisAlignCalibration, MOEDecisionMaker))]
 
 
 def prepare_stage2_model(model):
@@ -62,10 +73,10 @@ def check_stage1_weights(cfg, resuming):
     weights = cfg.MODEL.WEIGHTS
     if weights and (os.path.isfile(weights) or "://" in weights):
         return
-    stage1_config = cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG
+    stage1 = stage1_config(cfg)
     how = (
-        f"train stage 1 first with `python tools/train_net.py --config-file {stage1_config}`"
-        if stage1_config
+        f"train stage 1 first with `python tools/train_net.py --config-file {stage1}`"
+        if stage1
         else "train stage 1 first"
     )
     raise ConfigError(

@@ -12,6 +12,7 @@ from detectron2.data import (
     build_detection_train_loader,
 )
 from detectron2.data import transforms as T
+from detectron2.engine import HookBase
 from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, LVISEvaluator
 from detectron2.utils import comm
 
@@ -21,6 +22,17 @@ from ..data.class_counting import load_or_compute_class_stats
 from ..evaluation import LongTailSemSegEvaluator
 
 logger = logging.getLogger(__name__)
+
+
+class LossIterationHook(HookBase):
+    """Tells iteration-dependent losses (LDAM's deferred re-weighting) the current iteration."""
+
+    def before_step(self):
+        model = self.trainer.model
+        model = model.module if isinstance(model, DistributedDataParallel) else model
+        for module in model.modules():
+            if hasattr(module, "drw_start"):
+                module.iteration = self.trainer.iter
 
 
 def create_ddp_model(model, find_unused_parameters=False):
@@ -67,8 +79,10 @@ def build_sem_seg_train_augmentations(cfg):
 class CheckedSemSegDatasetMapper(DatasetMapper):
     """DatasetMapper that refuses label values outside [0, NUM_CLASSES) ∪ {ignore}, naming the file."""
 
-    def __init__(self, cfg, is_train=True):
-        super().__init__(cfg, is_train, augmentations=build_sem_seg_train_augmentations(cfg))
+    def __init__(self, cfg, is_train=True, augmentations=None):
+        if augmentations is None:
+            augmentations = build_sem_seg_train_augmentations(cfg)
+        super().__init__(cfg, is_train, augmentations=augmentations)
         self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         self.ignore_label = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
 
@@ -89,10 +103,20 @@ def build_train_loader(cfg):
         return build_detection_train_loader(cfg, mapper=mapper)
 
 
+def needs_test_labels(cfg):
+    """MEDOE's oracle reads the labels at inference."""
+    return is_sem_seg(cfg) and cfg.MODEL.SEM_SEG_HEAD.NAME == "MEDOEHead" and cfg.MODEL.MEDOE.ORACLE
+
+
 def build_test_loader(cfg, dataset_name):
     prepare_dataset(dataset_name)
+    mapper = None
+    if needs_test_labels(cfg):
+        # is_train=True keeps "sem_seg" in the inputs; the augmentation is the test resize only.
+        test_resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+        mapper = CheckedSemSegDatasetMapper(cfg, True, augmentations=[test_resize])
     with missing_files_reported([dataset_name]):
-        return build_detection_test_loader(cfg, dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
 
 def build_evaluator(cfg, dataset_name, output_folder=None):
@@ -109,6 +133,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
                 output_dir=output_folder,
                 class_groups=stats.groups,
                 group_shares={g: stats.group_share(g) for g in stats.groups},
+                uniform_seed=cfg.TEST.UNIFORM.SEED if cfg.TEST.UNIFORM.ENABLED else None,
             )
         ]
         if evaluator_type == "cityscapes_sem_seg":

@@ -44,7 +44,9 @@ def sem_seg_metrics(
     The last row / column holds ignored ground-truth pixels and is not counted. Classes without
     ground-truth pixels get NaN IoU / ACC and are left out of every mean; a mean over no class
     is NaN. Keys follow Detectron2 (``mIoU``, ``fwIoU``, ``IoU-<name>``, ``mACC``, ``pACC``,
-    ``ACC-<name>``) plus ``mIoU-<group>`` and ``mACC-<group>`` for each group.
+    ``ACC-<name>``) plus ``mIoU-<group>`` and ``mACC-<group>`` for each group, ``mDice`` (mean
+    of the per-class Dice 2TP / (|pred| + |gt|)) and ``DiceErr`` = 1 - mDice / 100, the "Dice
+    error" of the PAT paper (a fraction, not a percentage).
     """
     num_classes = len(class_names)
     counted = np.asarray(conf_matrix, dtype=np.float64)[:num_classes, :num_classes]
@@ -71,11 +73,40 @@ def sem_seg_metrics(
     res["pACC"] = 100 * float(true_positives.sum() / total_gt) if total_gt > 0 else math.nan
     for name, value in zip(class_names, acc):
         res[f"ACC-{name}"] = 100 * float(value)
+    dice = np.full(num_classes, np.nan)
+    dice[present] = 2 * true_positives[present] / (gt_pixels[present] + pred_pixels[present])
+    res["mDice"] = 100 * _mean_over_present(dice, present)
+    res["DiceErr"] = 1 - res["mDice"] / 100
     for group, ids in (class_groups or {}).items():
         ids = np.asarray(list(ids), dtype=np.int64)
         res[f"mIoU-{group}"] = 100 * _mean_over_present(iou[ids], present[ids])
         res[f"mACC-{group}"] = 100 * _mean_over_present(acc[ids], present[ids])
     return res
+
+
+def uniform_confusion_matrix(conf_matrix: np.ndarray, pixels_per_class: Optional[int] = None,
+                             seed: int = 0) -> np.ndarray:
+    """The confusion matrix of a test set sub-sampled so that every class has equally many pixels.
+
+    MEDOE's "uniform" test setting. Drawing ``n`` of a class's ground-truth pixels at random
+    without replacement and counting their predictions is a multivariate hypergeometric draw
+    from that class's column of the full matrix, so the sub-sampling is done here, exactly and
+    with a fixed seed, without keeping any pixel. ``n`` defaults to the pixel count of the
+    rarest class present; ignored pixels (last column) are never sampled.
+    """
+    conf_matrix = np.asarray(conf_matrix, dtype=np.int64)
+    num_classes = conf_matrix.shape[0] - 1
+    gt_pixels = conf_matrix[:, :num_classes].sum(axis=0)
+    present = np.flatnonzero(gt_pixels > 0)
+    uniform = np.zeros_like(conf_matrix)
+    if present.size == 0:
+        return uniform
+    n = int(gt_pixels[present].min()) if pixels_per_class is None else int(pixels_per_class)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    for c in present:
+        column = conf_matrix[:, c]
+        uniform[:, c] = rng.multivariate_hypergeometric(column, min(n, int(column.sum())))
+    return uniform
 
 
 def _mean_over_present(values: np.ndarray, present: np.ndarray) -> float:
@@ -155,6 +186,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
         group_shares: Optional[Mapping[str, float]] = None,
         num_classes: Optional[int] = None,
         ignore_label: Optional[int] = None,
+        uniform_seed: Optional[int] = None,
     ):
         """
         Args:
@@ -167,6 +199,10 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
             group_shares: group name -> share of training pixels (only shown in the table).
             num_classes, ignore_label: default to the metadata's ``len(stuff_classes)`` and
                 ``ignore_label`` (255 when unset).
+            uniform_seed: when given, also report the "uniform" test setting (MEDOE): the
+                metrics of the test pixels sub-sampled with this seed so that every class has
+                as many pixels as the rarest one (``uniform_confusion_matrix``); summary keys
+                get the suffix ``-uniform`` (``mIoU-uniform``, ``mACC-tail-uniform``, ...).
         """
         # SemSegEvaluator.__init__ is not called: it warns on num_classes / ignore_label and
         # needs metadata.ignore_label to exist. The attributes it sets are set here instead.
@@ -218,6 +254,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                     "statistics computed for this dataset (MODEL.LONG_TAIL.CLASS_STATS)"
                 )
         self._group_shares = dict(group_shares) if group_shares else None
+        self._uniform_seed = uniform_seed
         self.reset()
 
     def reset(self):
@@ -294,6 +331,18 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                 f"Semantic segmentation on {self._dataset_name} by class group:\n"
                 + format_group_table(res, self._class_groups, self._group_shares)
             )
+        if self._uniform_seed is not None:
+            uniform = sem_seg_metrics(
+                uniform_confusion_matrix(conf_matrix, seed=self._uniform_seed),
+                self._class_names, self._class_groups,
+            )
+            self._logger.info(
+                f"Uniform test setting on {self._dataset_name} (every class sub-sampled to the "
+                f"rarest class's pixel count, seed {self._uniform_seed}):\n"
+                + format_group_table(uniform, self._class_groups, self._group_shares)
+            )
+            res.update({f"{key}-uniform": value for key, value in uniform.items()
+                        if not key.startswith(("IoU-", "ACC-"))})
         if self._output_dir:
             write_json_atomically(
                 _nan_to_none(self._results_file_content(res, conf_matrix)),

@@ -78,6 +78,42 @@ class ClassificationLoss(nn.Module):
         return losses.sum() / valid.sum().clamp(min=1)
 
 
+class TargetLogProbLoss(ClassificationLoss):
+    """A loss that needs only log p_y per element (Focal, PAT): ``losses_from_log_p``.
+
+    ``forward`` takes log-softmax over the class axis of the whole (N, C, ...) tensor and gathers
+    the target column, so the logits are never copied into (M, C) rows: peak memory stays at
+    CE's (PAT paper, sec. 4: their PAT was far heavier than CE). Ignored elements are dropped
+    after the gather; their upstream gradient is 0, so their gradient is exactly 0 for finite
+    logits.
+    """
+
+    def prepare_logits(self, logits):
+        return logits
+
+    def losses_from_log_p(self, log_p: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Loss of each element from its log p_y (M,) -> (M,); each subclass defines it."""
+        raise NotImplementedError
+
+    def element_losses(self, logits, targets):
+        log_p = F.log_softmax(self.prepare_logits(logits), dim=1).gather(1, targets[:, None]).squeeze(1)
+        return self.losses_from_log_p(log_p, logits.shape[1])
+
+    def forward(self, logits, targets, class_weights=None):
+        if logits.dim() < 2 or targets.shape != logits.shape[:1] + logits.shape[2:]:
+            raise ValueError(f"targets of shape {tuple(targets.shape)} do not match logits of shape "
+                             f"{tuple(logits.shape)}")
+        valid = targets != self.ignore_index
+        safe_targets = targets.masked_fill(~valid, 0)
+        log_p = F.log_softmax(self.prepare_logits(logits), dim=1)
+        log_p = log_p.gather(1, safe_targets.unsqueeze(1)).squeeze(1)[valid]
+        labels = targets[valid]
+        losses = self.losses_from_log_p(log_p, logits.shape[1])
+        if class_weights is not None:
+            losses = losses * class_weights.to(losses)[labels]
+        return self.reduce(losses, labels, valid.reshape(-1), logits)
+
+
 class CrossEntropyLoss(ClassificationLoss):
     """Softmax cross-entropy, optionally class-weighted.
 
@@ -94,15 +130,14 @@ class CrossEntropyLoss(ClassificationLoss):
         return per_element.sum() / valid.clamp(min=1)
 
 
-class FocalLoss(ClassificationLoss):
+class FocalLoss(TargetLogProbLoss):
     """Softmax focal loss (Lin et al. 2017, eq. 5 without alpha): -(1 - p_y)^gamma log p_y."""
 
     def __init__(self, class_counts=None, ignore_index=255, gamma: float = 2.0):
         super().__init__(class_counts, ignore_index)
         self.gamma = gamma
 
-    def element_losses(self, logits, targets):
-        log_p = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+    def losses_from_log_p(self, log_p, num_classes):
         return -(1.0 - log_p.exp()).pow(self.gamma) * log_p
 
 
@@ -222,7 +257,7 @@ class SeesawLoss(ClassificationLoss):
         return F.cross_entropy(logits + log_mitigation + log_compensation, targets, reduction="none")
 
 
-class PATLoss(ClassificationLoss):
+class PATLoss(TargetLogProbLoss):
     """Pixel-wise adaptive training, the authors' released form (their ``ina`` loss):
     p = softmax(z / tau), beta_c = 1/2 exp(K (1 - p_c)), loss = mean over (elements, classes) of
     -beta_c y_c log p_c. Only the true class term is nonzero, so an element's loss is
@@ -251,10 +286,12 @@ class PATLoss(ClassificationLoss):
         self.max_exponent = max_exponent
         self.homogenize = homogenize
 
-    def element_losses(self, logits, targets):
-        num_classes = logits.shape[1]
+    def prepare_logits(self, logits):
+        # No division at tau = 1: it would copy the logits, PAT's largest tensor.
+        return logits if self.tau == 1 else logits / self.tau
+
+    def losses_from_log_p(self, log_p, num_classes):
         k = num_classes if self.constant is None else self.constant
-        log_p = F.log_softmax(logits / self.tau, dim=1).gather(1, targets[:, None]).squeeze(1)
         exponent = k * (1.0 - log_p.exp())
         # K (1 - p) <= K, so the bound can only be active when K exceeds it; checking only then,
         # and only until the first warning, avoids a device sync on every step.

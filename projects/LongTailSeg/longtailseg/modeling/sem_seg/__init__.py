@@ -1,3 +1,4 @@
 """Semantic-segmentation heads, registered in SEM_SEG_HEADS_REGISTRY on import."""
 from .deeplab import LongTailDeepLabV3PlusHead  # noqa: F401
 from .decode_heads import LongTailFCNHead, LongTailOCRHead, LongTailPSPHead  # noqa: F401
+from .medoe import MEDOEHead  # noqa: F401

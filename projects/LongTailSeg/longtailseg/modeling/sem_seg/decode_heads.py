@@ -74,6 +74,11 @@ class _LongTailDecodeHead(LongTailLogitsMixin, nn.Module):
         """The feature map the classifier reads; each registered head defines it."""
         raise NotImplementedError
 
+    @property
+    def logits_stride(self):
+        """Stride of ``classify``'s logits relative to the input (the backbone feature's)."""
+        return self.stride
+
     def classify(self, decoded):
         return self.calibrate(self.predictor(decoded), decoded)
 

@@ -59,6 +59,11 @@ class LongTailDeepLabV3PlusHead(LongTailLogitsMixin, DeepLabV3PlusHead):
             return None, self.losses(logits, targets)
         return logits, {}
 
+    @property
+    def logits_stride(self):
+        """Stride of ``classify``'s logits relative to the input (the res2 decoder's)."""
+        return self.common_stride
+
     def classify(self, decoded):
         return self.calibrate(self.predictor(decoded), decoded)
 

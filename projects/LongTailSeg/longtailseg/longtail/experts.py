@@ -1,0 +1,207 @@
+"""MEDOE: multi-expert decoder and output ensemble (Cao et al., "MEDOE: A Multi-Expert Decoder
+and Output Ensemble Framework for Long-tailed Semantic Segmentation").
+
+The paper's equations did not survive; what its text states and what is chosen here where it is
+silent (see projects/LongTailSeg/README.md, "MEDOE"):
+
+* Expert k owns a class set S_k built from the head / body / tail groups, with overlap (expert 1
+  all classes, expert 2 body + tail, expert 3 tail). Its logits outside S_k are masked, so its
+  softmax is a distribution over S_k.
+* Stage 1 loss of expert k: CE over the pixels whose label is in S_k (mean over those pixels, the
+  paper's "normalised by their pixel count") + lambda * (L2 + KL), where L2 is the mean squared
+  logit of S_k at "interfering" pixels (labelled with a class outside S_k), which pushes the
+  expert to an unconfident, flat output there, and KL is KL(q || p_bar) per image between the
+  ground-truth class distribution q over S_k and the expert's mean predicted distribution p_bar
+  over the same pixels.
+* Oracle (the paper's dagger rows): each pixel takes the most specific expert (fewest classes)
+  whose set holds its ground-truth class.
+* Stage 2, MOE: per expert k and class c a calibration a_kc * p_kc + b_kc and a decision weight
+  w_kc (softmax over the experts owning c); trained with CE and a penalty on the probability mass
+  given to tail classes at pixels that are not tail (the tail over-confidence the paper names).
+* Baselines: softmax threshold (the most specific expert whose top probability reaches the
+  threshold, 0.3), argmax of expert confidence, group average.
+
+Pure PyTorch: the Detectron2 head in ``modeling/sem_seg/medoe.py`` calls these functions.
+Expert outputs are stacked as ``(K, N, C, H, W)``; the masks are ``(K, C)`` booleans.
+"""
+from typing import Mapping, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENSEMBLES = ("none", "MOE", "softmax_threshold", "argmax_confidence", "group_average")
+
+
+def expert_class_masks(class_groups: Mapping[str, Sequence[int]],
+                       expert_groups: Sequence[Sequence[str]], num_classes: int) -> torch.Tensor:
+    """(K, C) bool: expert k owns the classes of the groups ``expert_groups[k]``.
+
+    The first expert must own every class: it alone trains the backbone and is the prediction
+    of stage 1 and the fallback of the ensembles.
+    """
+    masks = torch.zeros(len(expert_groups), num_classes, dtype=torch.bool)
+    for k, groups in enumerate(expert_groups):
+        for group in groups:
+            if group not in class_groups:
+                raise ValueError(f"expert {k + 1}: unknown class group {group!r} "
+                                 f"(the class statistics have {sorted(class_groups)})")
+            ids = list(class_groups[group])
+            if any(not 0 <= c < num_classes for c in ids):
+                raise ValueError(f"class group {group!r} has ids outside 0..{num_classes - 1}")
+            masks[k, ids] = True
+        if not masks[k].any():
+            raise ValueError(f"expert {k + 1} (groups {list(groups)}) owns no class")
+    if not masks[0].all():
+        missing = torch.nonzero(~masks[0]).flatten().tolist()
+        raise ValueError(f"the first expert must own every class; it lacks {missing[:10]}")
+    return masks
+
+
+def mask_logits(logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """(N, C, ...) logits with the classes outside ``member`` (C,) set to the dtype's lowest
+    value: their softmax probability is exactly 0 and they get no gradient."""
+    shape = (1, -1) + (1,) * (logits.dim() - 2)
+    return logits.masked_fill(~member.to(logits.device).view(shape), torch.finfo(logits.dtype).min)
+
+
+def expert_losses(logits: torch.Tensor, targets: torch.Tensor, member: torch.Tensor,
+                  ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(CE, auxiliary L2 + KL) of one expert; ``logits`` (N, C, H, W) unmasked, at label size.
+
+    CE: mean over the pixels labelled with the expert's classes. L2: mean over interfering
+    pixels and the expert's classes of the squared logit. KL: mean over images with labelled
+    pixels of KL(q || p_bar) over the expert's classes. Every term is 0 (with a graph) when it
+    has no pixel.
+    """
+    member = member.to(logits.device)
+    valid = targets != ignore_index
+    safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
+    owned = valid & member[safe_targets]
+    interfering = valid & ~owned
+    zero = logits.sum() * 0.0
+
+    masked = mask_logits(logits, member)
+    ce_targets = torch.where(owned, targets, torch.full_like(targets, ignore_index))
+    ce = F.cross_entropy(masked, ce_targets, ignore_index=ignore_index) if owned.any() else zero
+
+    own_logits = logits[:, member]  # (N, |S|, H, W)
+    if interfering.any():
+        l2 = own_logits.pow(2).mean(dim=1)[interfering].mean()
+    else:
+        l2 = zero
+
+    probs = F.softmax(own_logits, dim=1)  # over the expert's classes
+    index_in_set = torch.cumsum(member.long(), 0) - 1  # class id -> column of own_logits
+    kls = []
+    for i in range(logits.shape[0]):
+        pixels = owned[i]
+        if not pixels.any():
+            continue
+        q = torch.bincount(index_in_set[targets[i][pixels]], minlength=own_logits.shape[1]).to(probs)
+        q = q / q.sum()
+        p_bar = probs[i][:, pixels].mean(dim=1).clamp_min(1e-12)
+        present = q > 0
+        kls.append((q[present] * (q[present].log() - p_bar[present].log())).sum())
+    kl = torch.stack(kls).mean() if kls else zero
+    return ce, l2 + kl
+
+
+def expert_probabilities(expert_logits: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """(K, N, C, H, W): each expert's softmax over its own classes (0 elsewhere)."""
+    return torch.stack([F.softmax(mask_logits(z, m), dim=1) for z, m in zip(expert_logits, masks)])
+
+
+def most_specific_expert(masks: torch.Tensor) -> torch.Tensor:
+    """(C,) the expert with the fewest classes among those owning each class (ties: lowest k)."""
+    sizes = masks.sum(dim=1, keepdim=True).float()
+    cost = torch.where(masks, sizes, torch.full_like(sizes.expand_as(masks), float("inf")))
+    return cost.argmin(dim=0)
+
+
+def oracle_probabilities(probs: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = 255) -> torch.Tensor:
+    """(N, C, H, W): at each pixel the output of the most specific expert owning its label
+    (uses the labels: evaluation only). Ignored pixels take the first expert."""
+    chooser = most_specific_expert(masks).to(targets.device)
+    valid = targets != ignore_index
+    chosen = torch.where(valid, chooser[torch.where(valid, targets, torch.zeros_like(targets))],
+                         torch.zeros_like(targets))  # (N, H, W)
+    index = chosen[None, :, None].expand(1, -1, probs.shape[2], -1, -1)
+    return probs.gather(0, index)[0]
+
+
+def group_average(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per class the mean probability over the experts owning it, renormalised over classes."""
+    owners = masks.sum(dim=0).to(probs).view(1, -1, 1, 1)
+    averaged = probs.sum(dim=0) / owners
+    return averaged / averaged.sum(dim=1, keepdim=True)
+
+
+def specificity_order(masks: torch.Tensor):
+    """Experts from the most specific (fewest classes) to the least (ties: higher k first)."""
+    sizes = masks.sum(dim=1).tolist()
+    return sorted(range(len(sizes)), key=lambda k: (sizes[k], -k))
+
+
+def softmax_threshold(probs: torch.Tensor, masks: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
+    """Each pixel takes the most specific expert whose top probability is >= ``threshold``;
+    the least specific expert (the all-class one) is the fallback."""
+    order = specificity_order(masks)
+    out = probs[order[-1]].clone()
+    decided = torch.zeros_like(out[:, 0], dtype=torch.bool)
+    for k in order[:-1]:
+        confident = (probs[k].amax(dim=1) >= threshold) & ~decided
+        out = torch.where(confident[:, None], probs[k], out)
+        decided |= confident
+    return out
+
+
+def argmax_confidence(probs: torch.Tensor) -> torch.Tensor:
+    """Each pixel takes the expert with the highest top probability."""
+    best = probs.amax(dim=2).argmax(dim=0)  # (N, H, W)
+    index = best[None, :, None].expand(1, -1, probs.shape[2], -1, -1)
+    return probs.gather(0, index)[0]
+
+
+class MOEDecisionMaker(nn.Module):
+    """Learned ensemble: P_c proportional to sum_k w_kc * (a_kc * p_kc + b_kc), with a_kc =
+    exp(log_scale_kc) > 0, w_kc = softmax over the experts owning c of ``decision_logits``.
+    At initialisation (a = 1, b = 0, equal weights) it is exactly the group average."""
+
+    def __init__(self, masks: torch.Tensor):
+        super().__init__()
+        num_experts, num_classes = masks.shape
+        self.register_buffer("masks", masks.clone(), persistent=False)
+        self.log_scale = nn.Parameter(torch.zeros(num_experts, num_classes))
+        self.shift = nn.Parameter(torch.zeros(num_experts, num_classes))
+        self.decision_logits = nn.Parameter(torch.zeros(num_experts, num_classes))
+
+    def decision_weights(self) -> torch.Tensor:
+        logits = self.decision_logits.masked_fill(~self.masks, float("-inf"))
+        return F.softmax(logits, dim=0)  # (K, C); 0 for experts not owning the class
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        shape = (probs.shape[0], 1, probs.shape[2], 1, 1)
+        calibrated = self.log_scale.exp().view(shape) * probs + self.shift.view(shape)
+        scores = (self.decision_weights().view(shape) * calibrated).sum(dim=0).clamp_min(1e-8)
+        return scores / scores.sum(dim=1, keepdim=True)
+
+
+def moe_losses(probs: torch.Tensor, targets: torch.Tensor, tail: torch.Tensor,
+               ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(CE, tail over-confidence penalty) of ensemble probabilities ``probs`` (N, C, H, W).
+
+    The penalty is the mean, over labelled pixels whose class is not a tail class, of the
+    probability the ensemble gives to the tail classes (``tail``: (C,) bool).
+    """
+    tail = tail.to(probs.device)
+    valid = targets != ignore_index
+    zero = probs.sum() * 0.0
+    if not valid.any():
+        return zero, zero
+    ce = F.nll_loss(probs.clamp_min(1e-8).log(), targets, ignore_index=ignore_index)
+    safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
+    not_tail = valid & ~tail[safe_targets]
+    penalty = probs[:, tail].sum(dim=1)[not_tail].mean() if not_tail.any() and tail.any() else zero
+    return ce, penalty

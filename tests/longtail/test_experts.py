@@ -1,0 +1,149 @@
+"""MEDOE math: label masking, expert losses, oracle, ensembles, decision-maker."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from longtailseg.longtail import experts as E
+
+# A known split of 6 classes: head {0, 1}, body {2, 3}, tail {4, 5}.
+GROUPS = {"head": [0, 1], "body": [2, 3], "tail": [4, 5]}
+PAPER_EXPERTS = [["head", "body", "tail"], ["body", "tail"], ["tail"]]
+
+
+def paper_masks():
+    return E.expert_class_masks(GROUPS, PAPER_EXPERTS, 6)
+
+
+def test_label_masking_gives_the_papers_class_sets():
+    masks = paper_masks()
+    owned = [torch.nonzero(m).flatten().tolist() for m in masks]
+    assert owned == [[0, 1, 2, 3, 4, 5], [2, 3, 4, 5], [4, 5]]
+
+
+def test_class_sets_are_refused_when_the_first_expert_lacks_classes_or_a_group_is_unknown():
+    with pytest.raises(ValueError, match="first expert must own every class"):
+        E.expert_class_masks(GROUPS, [["body", "tail"], ["tail"]], 6)
+    with pytest.raises(ValueError, match="unknown class group 'rare'"):
+        E.expert_class_masks(GROUPS, [["head", "body", "tail"], ["rare"]], 6)
+    with pytest.raises(ValueError, match="owns no class"):
+        E.expert_class_masks({**GROUPS, "empty": []}, [["head", "body", "tail"], ["empty"]], 6)
+
+
+def test_expert_ce_counts_only_its_own_classes_with_a_softmax_over_them():
+    masks = paper_masks()
+    logits = torch.randn(1, 6, 1, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[[0, 4, 5, 255]]])  # a head pixel, two tail pixels, one ignored
+    ce, _ = E.expert_losses(logits, targets, masks[2])
+    # By hand: the tail expert sees pixels 1 and 2 only, softmax over classes {4, 5}.
+    expected = []
+    for pixel, label in ((1, 4), (2, 5)):
+        z = logits[0, [4, 5], 0, pixel]
+        expected.append(-(z[label - 4] - torch.logsumexp(z, 0)))
+    assert ce.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-6)
+
+
+def test_auxiliary_loss_is_l2_at_interfering_pixels_plus_kl_per_image():
+    masks = paper_masks()
+    logits = torch.randn(1, 6, 1, 3, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([[[0, 1, 4]]])  # two interfering (head) pixels for the tail expert
+    _, aux = E.expert_losses(logits, targets, masks[2])
+    own = logits[0, [4, 5], 0]  # (2 classes, 3 pixels)
+    l2 = own[:, :2].pow(2).mean()
+    p = F.softmax(own[:, 2], dim=0)  # the only owned pixel, class 4 -> q = (1, 0)
+    kl = -math.log(p[0].item())
+    assert aux.item() == pytest.approx(l2.item() + kl, rel=1e-5)
+
+
+def test_kl_vanishes_when_the_predicted_distribution_matches_the_labels():
+    masks = paper_masks()
+    # Every pixel predicts (0.75, 0.25) over the tail classes; labels are 3 x class 4, 1 x class 5.
+    logits = torch.zeros(1, 6, 1, 4)
+    logits[:, 4] = math.log(3.0)
+    targets = torch.tensor([[[4, 4, 4, 5]]])
+    _, aux = E.expert_losses(logits, targets, masks[2])  # no interfering pixel: aux = KL
+    assert aux.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_expert_losses_are_zero_with_a_graph_when_the_batch_has_none_of_its_pixels():
+    masks = paper_masks()
+    logits = torch.randn(1, 6, 2, 2, requires_grad=True)
+    ce, aux = E.expert_losses(logits, torch.full((1, 2, 2), 255), masks[2])
+    assert ce.item() == 0 and aux.item() == 0
+    (ce + aux).backward()
+    assert torch.count_nonzero(logits.grad) == 0
+
+
+def test_expert_probabilities_are_zero_outside_the_experts_classes():
+    masks = paper_masks()
+    logits = [torch.randn(2, 6, 3, 3) for _ in range(3)]
+    probs = E.expert_probabilities(logits, masks)
+    assert torch.allclose(probs.sum(dim=2), torch.ones(3, 2, 3, 3))
+    assert probs[2][:, :4].abs().max() == 0 and probs[1][:, :2].abs().max() == 0
+
+
+def one_hot_expert_outputs(predictions):
+    """(K, 1, 6, 1, P) probabilities: expert k predicts ``predictions[k][p]`` at pixel p."""
+    return torch.stack([F.one_hot(torch.tensor(p), 6).T.float()[None, :, None] for p in predictions])
+
+
+def test_oracle_takes_the_most_specific_expert_owning_the_true_class():
+    masks = paper_masks()
+    assert E.most_specific_expert(masks).tolist() == [0, 0, 1, 1, 2, 2]
+    # Expert k predicts class 2k+1... at every pixel, distinct per expert, so the choice shows.
+    probs = one_hot_expert_outputs([[1, 1, 1, 1], [3, 3, 3, 3], [5, 5, 5, 5]])
+    targets = torch.tensor([[[0, 2, 4, 255]]])
+    chosen = E.oracle_probabilities(probs, masks, targets).argmax(dim=1)
+    assert chosen.tolist() == [[[1, 3, 5, 1]]]  # head -> expert 1, body -> 2, tail -> 3, ignore -> 1
+
+
+def test_softmax_threshold_picks_the_most_specific_confident_expert():
+    masks = paper_masks()
+    probs = torch.zeros(3, 1, 6, 1, 3)
+    probs[0, 0, 0] = 1.0  # expert 1 says class 0 everywhere
+    probs[1, 0, 2] = torch.tensor([0.9, 0.5, 0.2])  # body expert: confident at pixels 0 and 2
+    probs[1, 0, 3] = 1 - probs[1, 0, 2]
+    probs[2, 0, 4] = torch.tensor([0.5, 0.5, 0.7])  # tail expert: confident at pixel 2 only
+    probs[2, 0, 5] = 1 - probs[2, 0, 4]
+    out = E.softmax_threshold(probs, masks, threshold=0.6).argmax(dim=1)
+    # pixel 0: body expert; pixel 1: nobody confident -> expert 1; pixel 2: tail before body.
+    assert out.tolist() == [[[2, 0, 4]]]
+
+
+def test_argmax_confidence_takes_the_expert_with_the_highest_top_probability():
+    probs = torch.zeros(3, 1, 6, 1, 2)
+    probs[0, 0, 0] = torch.tensor([0.6, 0.9])
+    probs[0, 0, 1] = 1 - probs[0, 0, 0]
+    probs[2, 0, 4] = torch.tensor([0.8, 0.5])
+    probs[2, 0, 5] = 1 - probs[2, 0, 4]
+    assert E.argmax_confidence(probs).argmax(dim=1).tolist() == [[[4, 0]]]
+
+
+def test_group_average_and_the_untrained_decision_maker_agree():
+    masks = paper_masks()
+    probs = E.expert_probabilities([torch.randn(2, 6, 3, 3) for _ in range(3)], masks)
+    averaged = E.group_average(probs, masks)
+    # Class 4 is owned by all three experts, class 2 by two, class 0 by one (before renormalising).
+    raw = torch.stack([probs[0, :, 0], probs[:2, :, 2].mean(0), probs[:, :, 4].mean(0)], dim=1)
+    norm = (probs.sum(0) / masks.sum(0).view(1, -1, 1, 1)).sum(1, keepdim=True)
+    assert torch.allclose(averaged[:, [0, 2, 4]], raw / norm, atol=1e-6)
+    assert torch.allclose(E.MOEDecisionMaker(masks)(probs), averaged, atol=1e-6)
+
+
+def test_decision_weights_are_zero_for_experts_not_owning_a_class_and_sum_to_one():
+    maker = E.MOEDecisionMaker(paper_masks())
+    with torch.no_grad():
+        maker.decision_logits.normal_()
+    w = maker.decision_weights()
+    assert torch.allclose(w.sum(0), torch.ones(6))
+    assert w[1, :2].abs().max() == 0 and w[2, :4].abs().max() == 0
+
+
+def test_moe_losses_ce_and_tail_penalty_by_hand():
+    probs = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]]).T.reshape(1, 3, 1, 2)
+    targets = torch.tensor([[[0, 2]]])
+    tail = torch.tensor([False, False, True])
+    ce, penalty = E.moe_losses(probs, targets, tail)
+    assert ce.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2, rel=1e-6)
+    assert penalty.item() == pytest.approx(0.3, rel=1e-6)  # only pixel 0 is not tail

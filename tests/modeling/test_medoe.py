@@ -1,0 +1,138 @@
+"""MEDOE head: experts from every registered head, gradient routing, stage 2, end to end."""
+import json
+
+import pytest
+import torch
+
+from conftest import TINY_TRAINING, random_batch, run_tool, tiny_cfg
+
+from detectron2.modeling import build_model
+
+from longtailseg.engine import stage2
+from longtailseg.errors import ConfigError
+
+MEDOE = "configs/synthetic/medoe_deeplab.yaml"
+MOE = "configs/synthetic/medoe_deeplab_moe.yaml"
+# The synthetic config of each registered expert head.
+EXPERT_CONFIGS = {
+    "LongTailDeepLabV3PlusHead": "synthetic/deeplab_v3_plus.yaml",
+    "LongTailFCNHead": "synthetic/fcn.yaml",
+    "LongTailPSPHead": "synthetic/pspnet.yaml",
+    "LongTailOCRHead": "synthetic/ocrnet.yaml",
+}
+
+
+def medoe_cfg(output_dir, expert="LongTailDeepLabV3PlusHead", *opts):
+    return tiny_cfg(EXPERT_CONFIGS[expert], output_dir, "MODEL.SEM_SEG_HEAD.NAME", "MEDOEHead",
+                    "MODEL.MEDOE.EXPERT_HEAD", expert, *opts)
+
+
+@pytest.mark.parametrize("expert", sorted(EXPERT_CONFIGS))
+def test_every_head_serves_as_expert(expert, datasets_root, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(medoe_cfg(tmp_path, expert))
+    head = model.sem_seg_head
+    assert [type(e).__name__ for e in head.experts] == [expert] * 3
+    # Class sets from the tiny set's statistics: all / body + tail / tail.
+    stats = json.loads((tmp_path / "class_stats.json").read_text())
+    groups = stats["groups"]
+    owned = [sorted(torch.nonzero(m).flatten().tolist()) for m in head.expert_masks]
+    assert owned == [list(range(19)), sorted(groups["body"] + groups["tail"]), sorted(groups["tail"])]
+
+    model.train()
+    losses = model(random_batch())
+    assert {f"loss_sem_seg_expert{k}" for k in (1, 2, 3)} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 40, 56) * 255, "height": 40, "width": 56}])
+    probs = out[0]["sem_seg"]
+    assert probs.shape == (19, 40, 56)
+    assert torch.allclose(probs.sum(0), torch.ones(40, 56), atol=1e-4)
+
+
+def test_only_the_first_expert_updates_the_backbone(datasets_root, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(medoe_cfg(tmp_path))
+    model.train()
+    batch = random_batch(seed=1)
+    # Labels of every group, so that each expert has its own pixels and interfering ones.
+    losses = model(batch)
+    others = sum(v for k, v in losses.items() if not k.endswith("expert1"))
+    assert others.item() > 0
+    others.backward()
+    backbone_grads = [p.grad for p in model.backbone.parameters()]
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in backbone_grads)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.sem_seg_head.experts[1].parameters())
+    assert all(p.grad is None for p in model.sem_seg_head.experts[0].parameters())
+
+    model.zero_grad(set_to_none=True)
+    first = sum(v for k, v in model(batch).items() if k.endswith("expert1"))
+    first.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters())
+
+
+def test_oracle_without_labels_is_refused(datasets_root, tmp_path):
+    model = build_model(medoe_cfg(tmp_path, "LongTailDeepLabV3PlusHead", "MODEL.MEDOE.ORACLE", "True"))
+    model.eval()
+    with pytest.raises(ConfigError, match="ORACLE needs the test labels"):
+        with torch.no_grad():
+            model([{"image": torch.rand(3, 32, 32) * 255, "height": 32, "width": 32}])
+
+
+def test_moe_stage2_trains_only_the_decision_maker(datasets_root, tmp_path):
+    torch.manual_seed(0)
+    stage1 = build_model(medoe_cfg(tmp_path))
+    cfg = medoe_cfg(tmp_path, "LongTailDeepLabV3PlusHead", "MODEL.MEDOE.ENSEMBLE", "MOE")
+    assert stage2.is_stage2(cfg)
+    model = stage2.prepare_stage2_model(build_model(cfg))
+    missing, unexpected = model.load_state_dict(stage1.state_dict(), strict=False)
+    assert sorted(missing) == [f"sem_seg_head.decision_maker.{n}"
+                               for n in ("decision_logits", "log_scale", "shift")]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert not model.sem_seg_head.experts.training  # frozen experts: no dropout, no BN updates
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    for seed in range(3):
+        losses = model(random_batch(seed=seed))
+        assert set(losses) == {"loss_sem_seg_moe", "loss_tail_penalty"}
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("sem_seg_head.decision_maker.") for k in changed), changed
+
+
+def test_stage1_then_moe_then_ensembles_and_oracle_end_to_end(datasets_root, tmp_path):
+    s1, s2 = tmp_path / "med", tmp_path / "moe"
+    run_tool("train_net.py", "--config-file", MEDOE, *TINY_TRAINING, "SOLVER.MAX_ITER", 3,
+             "OUTPUT_DIR", s1, datasets_root=datasets_root)
+    proc = run_tool("train_net.py", "--config-file", MOE, *TINY_TRAINING, "SOLVER.MAX_ITER", 3,
+                    "MODEL.WEIGHTS", s1 / "model_final.pth", "OUTPUT_DIR", s2, datasets_root=datasets_root)
+    assert "sem_seg_head.decision_maker.{decision_logits, log_scale, shift}" in proc.stdout + proc.stderr
+    before = torch.load(s1 / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    after = torch.load(s2 / "model_final.pth", map_location="cpu", weights_only=False)["model"]
+    for key, value in before.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, after[key]), f"MOE changed frozen {key}"
+
+    def results(out):
+        return json.loads((out / "inference/synthetic_ade_sem_seg_val/sem_seg_results.json").read_text())["sem_seg"]
+
+    assert "mACC-tail-uniform" in results(s1) and "mACC-tail-uniform" in results(s2)
+    for name, opts in {"oracle": ["MODEL.MEDOE.ORACLE", "True"],
+                       "group_average": ["MODEL.MEDOE.ENSEMBLE", "group_average"]}.items():
+        out = tmp_path / name
+        run_tool("train_net.py", "--eval-only", "--config-file", MEDOE, *TINY_TRAINING,
+                 "MODEL.WEIGHTS", s1 / "model_final.pth", *opts, "OUTPUT_DIR", out,
+                 datasets_root=datasets_root)
+        assert 0 <= results(out)["mACC-tail"] <= 100
+
+
+def test_moe_without_stage1_weights_says_how_to_make_them(datasets_root, tmp_path):
+    proc = run_tool("train_net.py", "--config-file", MOE, "MODEL.WEIGHTS", tmp_path / "none.pth",
+                    "OUTPUT_DIR", tmp_path, datasets_root=datasets_root, check=False)
+    assert proc.returncode == 2
+    line = [l for l in proc.stderr.splitlines() if l.startswith("error:")][0]
+    assert "--config-file configs/synthetic/medoe_deeplab.yaml" in line
