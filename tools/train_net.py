@@ -107,7 +107,17 @@ def load_config(args):
     try:
         cfg.merge_from_file(args.config_file)
         cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:  # yacs: KeyError from files, AssertionError from opts
+    except AssertionError as e:
+        if "odd length" in str(e):  # yacs: KEY without VALUE, or an --option after the overrides
+            raise ConfigError(
+                "command-line overrides must be KEY VALUE pairs, after every --option "
+                f"(got {len(args.opts)} words: {' '.join(map(str, args.opts))})"
+            ) from None
+        raise ConfigError(
+            f"{e.args[0]} (in {args.config_file} or the command line); fix the key's spelling "
+            "(LongTailSeg's keys and defaults are in projects/LongTailSeg/longtailseg/config.py)"
+        ) from None
+    except KeyError as e:  # yacs: an unknown key in a config file
         raise ConfigError(
             f"{e.args[0]} (in {args.config_file} or the command line); fix the key's spelling "
             "(LongTailSeg's keys and defaults are in projects/LongTailSeg/longtailseg/config.py)"

@@ -74,6 +74,13 @@ def test_wrong_config_key_is_one_line_error(tmp_path):
     assert "MODEL.LONG_TAIL.CLASS_STAT" in line and "config.py" in line
 
 
+def test_option_after_the_overrides_is_one_line_error(tmp_path):
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "SOLVER.MAX_ITER", "3", "--eval-only",
+                    check=False)
+    line = _one_line_error(proc)
+    assert "KEY VALUE pairs" in line and "--eval-only" in line
+
+
 def test_wrongly_typed_config_value_is_one_line_error(tmp_path):
     proc = run_tool("train_net.py", "--config-file", CONFIG, "MODEL.LONG_TAIL.LOSS.PAT_CONSTANT", "1",
                     check=False)

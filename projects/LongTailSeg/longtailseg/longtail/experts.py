@@ -1,5 +1,5 @@
-"""MEDOE: multi-expert decoder and output ensemble (Cao et al., "MEDOE: A Multi-Expert Decoder
-and Output Ensemble Framework for Long-tailed Semantic Segmentation").
+"""MEDOE: multi-expert decoder and output ensemble ("MEDOE: A Multi-Expert Decoder
+and Output Ensemble Framework for Long-tailed Semantic Segmentation", arXiv 2308.08213).
 
 The paper's equations did not survive; what its text states and what is chosen here where it is
 silent (see projects/LongTailSeg/README.md, "MEDOE"):
