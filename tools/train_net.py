@@ -71,8 +71,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_model(cls, cfg):
         model = super().build_model(cfg)
-        model = stage2.prepare_stage2_model(model) if stage2.is_stage2(cfg) else model
+        # Counted before stage 2 turns BatchNorm weights into FrozenBatchNorm2d buffers, so a
+        # stage-2 model counts as its stage-1 model plus the stage-2 parameters.
         total = sum(p.numel() for p in model.parameters())
+        model = stage2.prepare_stage2_model(model) if stage2.is_stage2(cfg) else model
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logging.getLogger("longtailseg").info(f"model parameters: {total:,} ({trainable:,} trainable)")
         return model

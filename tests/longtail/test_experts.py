@@ -120,7 +120,7 @@ def test_argmax_confidence_takes_the_expert_with_the_highest_top_probability():
     assert E.argmax_confidence(probs).argmax(dim=1).tolist() == [[[4, 0]]]
 
 
-def test_group_average_and_the_untrained_decision_maker_agree():
+def test_group_average_by_hand():
     masks = paper_masks()
     probs = E.expert_probabilities([torch.randn(2, 6, 3, 3) for _ in range(3)], masks)
     averaged = E.group_average(probs, masks)
@@ -128,7 +128,29 @@ def test_group_average_and_the_untrained_decision_maker_agree():
     raw = torch.stack([probs[0, :, 0], probs[:2, :, 2].mean(0), probs[:, :, 4].mean(0)], dim=1)
     norm = (probs.sum(0) / masks.sum(0).view(1, -1, 1, 1)).sum(1, keepdim=True)
     assert torch.allclose(averaged[:, [0, 2, 4]], raw / norm, atol=1e-6)
-    assert torch.allclose(E.MOEDecisionMaker(masks)(probs), averaged, atol=1e-6)
+
+
+def test_untrained_decision_maker_is_the_normalised_geometric_mean_of_owning_experts():
+    masks = paper_masks()
+    probs = E.expert_probabilities([torch.randn(2, 6, 3, 3) for _ in range(3)], masks)
+    out = E.MOEDecisionMaker(masks)(probs)
+    geo = torch.stack([probs[0, :, 0], probs[0, :, 1],
+                       (probs[0, :, 2] * probs[1, :, 2]).sqrt(), (probs[0, :, 3] * probs[1, :, 3]).sqrt(),
+                       (probs[:, :, 4].prod(0)) ** (1 / 3), (probs[:, :, 5].prod(0)) ** (1 / 3)], dim=1)
+    assert torch.allclose(out, geo / geo.sum(1, keepdim=True), atol=1e-5)
+
+
+def test_decision_maker_gradients_stay_bounded_where_an_expert_gives_almost_zero():
+    masks = paper_masks()
+    probs = torch.full((3, 1, 6, 1, 1), 1e-30)
+    probs[:, :, 0] = 1.0  # every expert is sure of class 0 ...
+    probs[1:, :, 2] = 1.0
+    probs[2, :, 4] = 1.0
+    maker = E.MOEDecisionMaker(masks)
+    ce, _ = E.moe_losses(maker(probs), torch.tensor([[[5]]]), torch.zeros(6, dtype=torch.bool))
+    ce.backward()  # ... but the pixel is class 5
+    assert torch.isfinite(ce)
+    assert maker.shift.grad.abs().max() <= 1.0 and maker.log_scale.grad.isfinite().all()
 
 
 def test_decision_weights_are_zero_for_experts_not_owning_a_class_and_sum_to_one():

@@ -15,9 +15,10 @@ silent (see projects/LongTailSeg/README.md, "MEDOE"):
   over the same pixels.
 * Oracle (the paper's dagger rows): each pixel takes the most specific expert (fewest classes)
   whose set holds its ground-truth class.
-* Stage 2, MOE: per expert k and class c a calibration a_kc * p_kc + b_kc and a decision weight
-  w_kc (softmax over the experts owning c); trained with CE and a penalty on the probability mass
-  given to tail classes at pixels that are not tail (the tail over-confidence the paper names).
+* Stage 2, MOE: per expert k and class c a calibration a_kc * log p_kc + b_kc and a decision
+  weight w_kc (softmax over the experts owning c), combined by a softmax over classes; trained with
+  CE and a penalty on the probability mass given to tail classes at pixels that are not tail (the
+  tail over-confidence the paper names).
 * Baselines: softmax threshold (the most specific expert whose top probability reaches the
   threshold, 0.3), argmax of expert confidence, group average.
 
@@ -165,9 +166,16 @@ def argmax_confidence(probs: torch.Tensor) -> torch.Tensor:
 
 
 class MOEDecisionMaker(nn.Module):
-    """Learned ensemble: P_c proportional to sum_k w_kc * (a_kc * p_kc + b_kc), with a_kc =
-    exp(log_scale_kc) > 0, w_kc = softmax over the experts owning c of ``decision_logits``.
-    At initialisation (a = 1, b = 0, equal weights) it is exactly the group average."""
+    """Learned ensemble in log space: P = softmax_c(sum_k w_kc * (a_kc * log p_kc + b_kc)), with
+    a_kc = exp(log_scale_kc) > 0, b_kc free, w_kc = softmax over the experts owning c of
+    ``decision_logits`` (0 for the others). At initialisation (a = 1, b = 0, equal weights) P is
+    the normalised geometric mean of the owning experts' probabilities.
+
+    Log space because the first, linear form (P proportional to sum_k w (a p + b)) diverged on the
+    synthetic set: d(-log P_c)/d b_c ~ 1 / S_c is unbounded where the experts give class c a
+    probability near 0, and one step drove a tail class's shift to 34, so that class was predicted
+    everywhere (head mACC 59.8, body 0). Here every gradient of the CE is bounded.
+    """
 
     def __init__(self, masks: torch.Tensor):
         super().__init__()
@@ -183,9 +191,13 @@ class MOEDecisionMaker(nn.Module):
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         shape = (probs.shape[0], 1, probs.shape[2], 1, 1)
-        calibrated = self.log_scale.exp().view(shape) * probs + self.shift.view(shape)
-        scores = (self.decision_weights().view(shape) * calibrated).sum(dim=0).clamp_min(1e-8)
-        return scores / scores.sum(dim=1, keepdim=True)
+        owned = self.masks.view(shape)
+        # log p of the classes an expert owns (floored: a softmax can underflow to 0); 0 elsewhere,
+        # where the decision weight is 0 too.
+        log_p = torch.where(owned, probs.clamp_min(1e-30).log(), torch.zeros_like(probs))
+        calibrated = self.log_scale.exp().view(shape) * log_p + self.shift.view(shape)
+        scores = (self.decision_weights().view(shape) * calibrated).sum(dim=0)
+        return F.softmax(scores, dim=1)
 
 
 def moe_losses(probs: torch.Tensor, targets: torch.Tensor, tail: torch.Tensor,
