@@ -49,7 +49,7 @@ class Trainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        if lt.is_sem_seg(cfg):
+        if lt.needs_class_stats(cfg):
             # Count (or load and check) the class statistics before the first step: it scans
             # every training label, so bad data stops the run now rather than hours later.
             load_or_compute_class_stats(cfg)

@@ -127,3 +127,14 @@ def add_longtailseg_config(cfg):
 
     # Processes used to count classes when CLASS_STATS is computed on first use.
     cfg.DATALOADER.CLASS_STATS_WORKERS = 2
+
+    # ---- LVIS instance segmentation: LongTailStandardROIHeads (MODEL.ROI_HEADS.NAME) ----
+    # Its box predictor reads MODEL.LONG_TAIL as well: BLV on the K foreground logits (instance
+    # counts), GRW over the K foreground classes (background weight 1; LVIS configs set RHO 0.8),
+    # DisAlign calibration of the foreground logits (background passed through), LOSS.NAME.
+    # Cosine box classifier: L2-normalised features and weight rows times a learnable scale,
+    # no bias, over all K + 1 outputs (background included, as in the DisAlign authors' head).
+    cfg.MODEL.ROI_BOX_HEAD.COSINE = CN()
+    cfg.MODEL.ROI_BOX_HEAD.COSINE.ENABLED = False
+    # Initial value of the learnable scale (authors: 20).
+    cfg.MODEL.ROI_BOX_HEAD.COSINE.INIT_SCALE = 20.0

@@ -20,6 +20,7 @@ from ..data import check_label_values, missing_files_reported, prepare_dataset
 from ..errors import DatasetError
 from ..data.class_counting import load_or_compute_class_stats
 from ..evaluation import LongTailSemSegEvaluator
+from ..io import write_json_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,14 @@ def create_ddp_model(model, find_unused_parameters=False):
 
 def is_sem_seg(cfg):
     return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+
+
+def needs_class_stats(cfg):
+    """Semantic segmentation always (evaluator groups, label checks); instance segmentation when
+    the long-tail box predictor uses class counts (BLV, GRW, count-based losses)."""
+    from ..modeling.roi_heads.long_tail import box_predictor_needs_class_stats
+
+    return is_sem_seg(cfg) or box_predictor_needs_class_stats(cfg)
 
 
 def build_sem_seg_train_augmentations(cfg):
@@ -119,6 +128,18 @@ def build_test_loader(cfg, dataset_name):
         return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
 
 
+class SavedLVISEvaluator(LVISEvaluator):
+    """Detectron2's LVISEvaluator (AP, APr, APc, APf of bbox and segm) that also writes its
+    results to ``OUTPUT_DIR/inference/<dataset>/lvis_results.json``, as the semantic-segmentation
+    evaluator writes ``sem_seg_results.json`` (tools/compare_lvis_results.py reads it)."""
+
+    def evaluate(self):
+        results = super().evaluate()
+        if results and self._output_dir and comm.is_main_process():
+            write_json_atomically(results, os.path.join(self._output_dir, "lvis_results.json"))
+        return results
+
+
 def build_evaluator(cfg, dataset_name, output_folder=None):
     """Long-tail sem-seg evaluator (+ Cityscapes' own on Cityscapes), LVISEvaluator on LVIS."""
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
@@ -140,7 +161,11 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
             evaluators.append(CityscapesSemSegEvaluator(dataset_name))
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
     if evaluator_type == "lvis":
-        return LVISEvaluator(dataset_name, output_dir=output_folder)
+        # Tasks from the config: Detectron2 infers them from the predictions, and a model that
+        # predicts nothing (early in training) would then silently skip segm.
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return SavedLVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
+                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
     raise DatasetError(
         f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; LongTailSeg evaluates "
         "sem_seg, cityscapes_sem_seg and lvis sets: fix DATASETS.TEST"

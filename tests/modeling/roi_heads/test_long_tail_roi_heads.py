@@ -1,0 +1,259 @@
+"""LongTailStandardROIHeads and its box predictor: cosine classifier, DisAlign on the foreground
+logits, BLV, GRW, the loss registry, checkpoint compatibility with Detectron2's Mask R-CNN and
+DisAlign stage 2, on a tiny Mask R-CNN built from the synthetic config."""
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from longtailseg.engine.stage2 import StageTwoCheckpointer, prepare_stage2_model
+from longtailseg.errors import ClassStatsError, ConfigError
+from longtailseg.longtail import class_stats as cs
+from longtailseg.longtail.calibration import generalized_reweighting
+from longtailseg.longtail.cosine import CosineClassifier
+from longtailseg.modeling.roi_heads import LongTailFastRCNNOutputLayers
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+K = 19
+CALIBRATION_KEYS = {f"roi_heads.box_predictor.calibration.{k}"
+                    for k in ("alpha", "beta", "confidence.weight", "confidence.bias")}
+DISALIGN = ["MODEL.LONG_TAIL.DISALIGN.ENABLED", "True"]
+COSINE = ["MODEL.ROI_BOX_HEAD.COSINE.ENABLED", "True"]
+
+
+def _cfg(output_dir, *opts):
+    return tiny_cfg("synthetic/mask_rcnn_baseline.yaml", output_dir, *opts)
+
+
+def _predictor(num_classes=4, channels=16, **options):
+    torch.manual_seed(0)
+    return LongTailFastRCNNOutputLayers(
+        ShapeSpec(channels=channels), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
+        num_classes=num_classes, **options)
+
+
+def instance_batch(n=2, size=32, seed=0, num_classes=K):
+    """Mask R-CNN training inputs: random images with three rectangles each."""
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(n):
+        corners = torch.randint(0, size - 12, (3, 2), generator=g)
+        boxes = torch.cat([corners, corners + torch.randint(6, 12, (3, 2), generator=g)], 1)
+        masks = torch.zeros(3, size, size, dtype=torch.bool)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+            masks[i, y0:y1, x0:x1] = True
+        instances = Instances((size, size), gt_boxes=Boxes(boxes.float()), gt_masks=BitMasks(masks),
+                              gt_classes=torch.randint(0, num_classes, (3,), generator=g))
+        batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+                      "instances": instances, "height": size, "width": size})
+    return batch
+
+
+def _train(model, steps, lr=1e-3, seed=0):
+    """``steps`` SGD steps on the trainable parameters, on random batches."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    with EventStorage(0):
+        for step in range(steps):
+            loss = sum(model(instance_batch(seed=seed + step)).values())
+            optimizer.zero_grad(), loss.backward(), optimizer.step()
+    return model
+
+
+def _stage1(model):
+    """A stand-in for a trained stage 1: weights moved by an SGD step, BatchNorm statistics moved
+    a little (a few real steps from scratch on 32 px images leave them unusable for evaluation:
+    res5 is 1x1 there)."""
+    _train(model, 1)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in norms:
+            m.running_mean.add_(0.01 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.mul_(1.0 + 0.1 * torch.rand(m.running_var.shape, generator=g))
+    return model
+
+
+def _incompatible_keys(model, path, checkpointer=DetectionCheckpointer):
+    """Missing / unexpected keys of loading ``path`` into ``model`` as training would."""
+    ckpt = checkpointer(model)
+    return ckpt._load_model(ckpt._load_file(str(path)))
+
+
+# ---- the box predictor on its own ----------------------------------------------------------
+
+def test_foreground_only_calibration_leaves_the_background_logit_unchanged():
+    predictor = _predictor(disalign=True)
+    with torch.no_grad():
+        predictor.calibration.alpha.fill_(3.0)
+        predictor.calibration.beta.fill_(-2.0)
+        predictor.calibration.confidence.bias.fill_(5.0)  # sigma(x) close to 1
+    x = torch.randn(10, 16)
+    raw = predictor.cls_score(x)
+    scores, deltas = predictor(x)
+    assert scores.shape == (10, 5) and deltas.shape == (10, 16)
+    assert torch.equal(scores[:, 4], raw[:, 4])  # background passes through, bit for bit
+    assert not torch.allclose(scores[:, :4], raw[:, :4], atol=0.5)
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_disalign_is_the_identity_at_initialisation(cosine):
+    predictor = _predictor(disalign=True, cosine_scale=20.0 if cosine else None)
+    x = torch.randn(10, 16)
+    assert torch.equal(predictor(x)[0], predictor.cls_score(x))
+
+
+def test_cosine_logits_are_bounded_by_the_scale_over_all_outputs():
+    predictor = _predictor(cosine_scale=20.0)
+    assert isinstance(predictor.cls_score, CosineClassifier)
+    assert predictor.cls_score.weight.shape == (5, 16)  # K + 1 rows: background included
+    scores, _ = predictor(torch.randn(50, 16) * 100)
+    assert scores.abs().max() <= 20.0 + 1e-4
+    assert {n for n, _ in predictor.named_parameters()} == {
+        "cls_score.weight", "cls_score.scale", "bbox_pred.weight", "bbox_pred.bias"}
+
+
+def test_grw_weights_the_foreground_to_sum_k_and_background_one():
+    counts = [400, 100, 20, 5]
+    predictor = _predictor(class_counts=counts, grw_rho=0.8)
+    weights = predictor.class_weights
+    assert weights.shape == (5,) and float(weights[4]) == 1.0
+    assert torch.allclose(weights[:4], generalized_reweighting(counts, 0.8))
+    assert float(weights[:4].sum()) == pytest.approx(4.0)
+    assert "class_weights" not in predictor.state_dict()
+
+
+class _Recorder(torch.nn.Module):
+    def forward(self, logits, targets, class_weights=None):
+        self.logits = logits.detach().clone()
+        return logits.sum() * 0
+
+
+def test_blv_varies_only_the_foreground_logits_and_only_in_training():
+    predictor = _predictor(class_counts=[400, 100, 20, 5], blv_sigma=4.0, loss=_Recorder())
+    scores = torch.randn(200, 5)
+    targets = torch.randint(0, 5, (200,))
+    predictor.train()
+    predictor.classification_loss(scores, targets)
+    shift = predictor.loss_fn.logits - scores
+    assert torch.equal(shift[:, 4], torch.zeros(200))  # background: no variation
+    assert (shift[:, :4] >= 0).all() and shift[:, 3].mean() > shift[:, 1].mean() > 0
+    scale = torch.tensor([525.0 / n for n in (400, 100, 20, 5)]).log()
+    assert torch.all(shift[:, :4].max(0).values <= scale / scale.max() + 1e-6)  # |eps| <= 1
+    predictor.eval()
+    predictor.classification_loss(scores, targets)
+    assert torch.equal(predictor.loss_fn.logits, scores)
+
+
+# ---- built from the config: class statistics and losses ------------------------------------
+
+def test_blv_and_grw_read_the_instance_counts_and_train_a_step(datasets_root, tmp_path):
+    cfg = _cfg(tmp_path, "MODEL.LONG_TAIL.BLV.ENABLED", "True", "MODEL.LONG_TAIL.GRW.ENABLED", "True")
+    model = build_model(cfg)
+    predictor = model.roi_heads.box_predictor
+    stats = cs.load(str(tmp_path / "class_stats.json"))  # computed on first use and cached
+    assert stats.task == "instances" and stats.dataset == "synthetic_lvis_train"
+    assert torch.allclose(predictor.class_weights[:K], generalized_reweighting(stats.counts, 0.8))
+    assert predictor.variation is not None and predictor.variation.scale.numel() == K
+    _train(model, 1)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_count_based_losses_get_a_background_count(datasets_root, tmp_path):
+    predictor = build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "BMS")).roi_heads.box_predictor
+    prior = predictor.loss_fn.log_prior.exp()
+    assert prior.shape == (K + 1,)
+    assert float(prior[K]) == pytest.approx(0.75)  # 1 - ROI_HEADS.POSITIVE_FRACTION
+
+
+@pytest.mark.parametrize("name", ["CB", "Seesaw"])
+def test_losses_that_would_suppress_background_are_refused(name, datasets_root, tmp_path):
+    with pytest.raises(ConfigError, match=f"LOSS.NAME: {name} is not used"):
+        build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", name))
+
+
+def test_class_stats_with_another_category_count_is_a_class_stats_error(datasets_root, tmp_path):
+    path = tmp_path / "stats.json"
+    stats = cs.ClassStats(dataset="synthetic_lvis_train", task="instances",
+                          class_names=[f"c{i}" for i in range(K - 1)], counts=[1] * (K - 1),
+                          image_counts=[1] * (K - 1), groups={"head": [], "body": [], "tail": []},
+                          group_rule="", num_images=1)
+    cs.save(stats, str(path))
+    with pytest.raises(ClassStatsError, match=f"{path}.*18 classes.*compute_class_stats.py"):
+        build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.BLV.ENABLED", "True",
+                         "MODEL.LONG_TAIL.CLASS_STATS", path))
+
+
+# ---- checkpoints and DisAlign stage 2 ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def plain_checkpoint(tmp_path_factory):
+    """A Detectron2 Mask R-CNN with Detectron2's own StandardROIHeads (weights and BatchNorm
+    statistics moved), saved by DetectionCheckpointer."""
+    folder = tmp_path_factory.mktemp("plain")
+    torch.manual_seed(0)
+    model = _stage1(build_model(_cfg(folder, "MODEL.ROI_HEADS.NAME", "StandardROIHeads")))
+    assert type(model.roi_heads).__name__ == "StandardROIHeads"
+    DetectionCheckpointer(model, save_dir=str(folder)).save("model_final")
+    return folder / "model_final.pth"
+
+
+def test_plain_detectron2_checkpoint_loads_with_only_calibration_keys_missing(plain_checkpoint, tmp_path):
+    model = build_model(_cfg(tmp_path, *DISALIGN))
+    keys = _incompatible_keys(model, plain_checkpoint)
+    assert set(keys.missing_keys) == CALIBRATION_KEYS
+    assert not keys.unexpected_keys and not keys.incorrect_shapes
+    # frozen for stage 2 (BatchNorm -> FrozenBatchNorm2d): still only the calibration is new
+    stage2 = prepare_stage2_model(build_model(_cfg(tmp_path, *DISALIGN)))
+    keys = _incompatible_keys(stage2, plain_checkpoint, StageTwoCheckpointer)
+    assert set(keys.missing_keys) == CALIBRATION_KEYS and not keys.unexpected_keys
+
+
+def test_cosine_checkpoints(plain_checkpoint, tmp_path):
+    # a cosine stage 1 into cosine + DisAlign: only the calibration is new
+    torch.manual_seed(0)
+    DetectionCheckpointer(build_model(_cfg(tmp_path, *COSINE)), save_dir=str(tmp_path)).save("cosine")
+    keys = _incompatible_keys(build_model(_cfg(tmp_path, *COSINE, *DISALIGN)), tmp_path / "cosine.pth")
+    assert set(keys.missing_keys) == CALIBRATION_KEYS and not keys.unexpected_keys
+    # a linear Detectron2 checkpoint into a cosine model: the scale is new, the bias unused
+    keys = _incompatible_keys(build_model(_cfg(tmp_path, *COSINE)), plain_checkpoint)
+    assert keys.missing_keys == ["roi_heads.box_predictor.cls_score.scale"]
+    assert keys.unexpected_keys == ["roi_heads.box_predictor.cls_score.bias"]
+
+
+@pytest.mark.parametrize("cosine", [False, True])
+def test_stage2_starts_at_stage1_and_changes_only_the_calibration(cosine, tmp_path):
+    extra = COSINE if cosine else []
+    torch.manual_seed(0)
+    stage1 = _stage1(build_model(_cfg(tmp_path, *extra)))
+    DetectionCheckpointer(stage1, save_dir=str(tmp_path)).save("stage1")
+
+    model = prepare_stage2_model(build_model(_cfg(tmp_path, *extra, *DISALIGN)))
+    StageTwoCheckpointer(model).load(str(tmp_path / "stage1.pth"))
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == CALIBRATION_KEYS
+
+    batch = instance_batch(seed=7)
+    stage1.eval(), model.eval()
+    with torch.no_grad():
+        before_out, after_out = stage1(batch)[0]["instances"], model(batch)[0]["instances"]
+    assert len(after_out) > 0
+    assert torch.equal(before_out.scores, after_out.scores)  # identity at initialisation
+    assert torch.equal(before_out.pred_classes, after_out.pred_classes)
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _train(model, 3, lr=0.5, seed=20)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and changed <= CALIBRATION_KEYS, changed - CALIBRATION_KEYS
+    assert any("running_mean" in k for k in before)  # frozen BatchNorm statistics did not move
+    if cosine:
+        assert "roi_heads.box_predictor.cls_score.scale" in before  # the stage-1 scale is frozen
