@@ -31,7 +31,7 @@ from ...longtail.calibration import DisAlignCalibration, generalized_reweighting
 from ...longtail.cosine import CosineClassifier
 from ...longtail.losses import build_loss, loss_needs_class_counts
 from ...longtail.variation import LogitVariation
-from ..sem_seg.long_tail import _loss_options
+from ..sem_seg.long_tail import loss_options
 
 # Losses whose class counts would make background (by far the most frequent "class" of the box
 # classifier) the most down-weighted one: CB's effective-number weights shrink its weight, and
@@ -92,7 +92,7 @@ def long_tail_box_options(cfg):
         "confidence_init_std": lt.DISALIGN.CONFIDENCE_INIT_STD,
         # No box is ignored: Detectron2 labels every sampled box, background as K.
         "loss": build_loss(name, class_counts=loss_counts, ignore_index=-1,
-                           **_loss_options(name, lt.LOSS)),
+                           **loss_options(name, lt.LOSS)),
     }
 
 

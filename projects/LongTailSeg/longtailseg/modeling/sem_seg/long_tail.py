@@ -24,7 +24,7 @@ class LongTailLogitsMixin:
         counts = load_or_compute_class_stats(cfg).counts if needs_counts else None
         loss = build_loss(lt.LOSS.NAME, class_counts=counts if loss_needs_counts else None,
                           ignore_index=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-                          **_loss_options(lt.LOSS.NAME, lt.LOSS))
+                          **loss_options(lt.LOSS.NAME, lt.LOSS))
         return {
             "class_counts": counts,
             "blv_sigma": lt.BLV.SIGMA if lt.BLV.ENABLED else None,
@@ -66,7 +66,7 @@ class LongTailLogitsMixin:
         return self.loss_fn(logits, targets, class_weights=self.class_weights)
 
 
-def _loss_options(name, loss_cfg):
+def loss_options(name, loss_cfg):
     """Keyword arguments of ``build_loss`` for loss ``name`` from MODEL.LONG_TAIL.LOSS."""
     return {
         "Focal": dict(gamma=loss_cfg.FOCAL_GAMMA),
