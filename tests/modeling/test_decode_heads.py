@@ -86,3 +86,17 @@ def test_ocr_aux_loss_is_plain_weighted_cross_entropy(datasets_root, tmp_path):
     # With weight 0.2 and a near-uniform auxiliary classifier at init: 0.2 * log(19)
     assert a["loss_sem_seg_aux"].item() == pytest.approx(0.2 * torch.log(torch.tensor(19.0)).item(),
                                                          rel=0.05)
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_trains_and_evaluates_on_the_synthetic_set_through_train_net(name, datasets_root, tmp_path):
+    import json
+
+    from conftest import TINY_TRAINING, run_tool
+
+    run_tool("train_net.py", "--config-file", f"configs/synthetic/{name}.yaml", *TINY_TRAINING,
+             "SOLVER.MAX_ITER", 3, "OUTPUT_DIR", tmp_path, datasets_root=datasets_root)
+    assert (tmp_path / "model_final.pth").is_file()
+    results = json.loads((tmp_path / "inference/synthetic_ade_sem_seg_val/sem_seg_results.json").read_text())
+    assert results["class_names"] and 0 <= results["sem_seg"]["mACC-head"] <= 100
+    assert 0 <= results["sem_seg"]["DiceErr"] <= 1
