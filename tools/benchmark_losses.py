@@ -4,8 +4,8 @@
     python tools/benchmark_losses.py [--shape 2 150 128 128] [--repeats 20] [--threads 2]
 
 Each variant runs forward + backward on the same random logits and labels (5 % ignore pixels)
-on the CPU; the table gives the median time over --repeats runs after two warm-up runs, the
-peak memory one run adds (measured in a fresh process), and both relative to CE.
+on the CPU, the variants in turn; the table gives the median time over --repeats runs after two
+warm-up runs, the peak memory one run adds (measured in a fresh process), and both relative to CE.
 """
 import argparse
 import multiprocessing
@@ -95,20 +95,27 @@ def main(argv=None):
     logits, labels = make_inputs(args.shape)
     spawn = multiprocessing.get_context("spawn")
 
-    rows, baseline = [], None
-    for name, loss_fn in variants(c).items():
-        def step():
-            z = logits.clone().requires_grad_(True)
-            loss_fn(z, labels).backward()
+    losses = variants(c)
 
+    def step(loss_fn):
+        z = logits.clone().requires_grad_(True)
+        loss_fn(z, labels).backward()
+
+    for loss_fn in losses.values():  # warm-up
         for _ in range(2):
-            step()
-        times = []
-        for _ in range(args.repeats):
+            step(loss_fn)
+    # Round-robin over the variants, so that drifts of the machine (other processes, clock,
+    # allocator state) fall on all of them alike rather than on whichever runs first.
+    times = {name: [] for name in losses}
+    for _ in range(args.repeats):
+        for name, loss_fn in losses.items():
             start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        median = statistics.median(times)
+            step(loss_fn)
+            times[name].append(time.perf_counter() - start)
+
+    rows, baseline = [], None
+    for name in losses:
+        median = statistics.median(times[name])
         with spawn.Pool(1) as pool:
             peak = pool.apply(_peak_memory_of_one_step, (name, tuple(args.shape), args.threads))
         baseline = baseline or (median, peak)
