@@ -17,6 +17,7 @@ import json
 import os
 import sys
 
+from compare_results import add_run_arguments, run_names  # tools/ is on sys.path when run
 from tabulate import tabulate
 
 METRICS = ("AP", "APr", "APc", "APf")
@@ -57,13 +58,10 @@ def iteration_time(run):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="OUTPUT_DIRs; the first is the reference for the overhead")
-    parser.add_argument("--dataset", help="evaluation dataset folder under inference/ (default: the first)")
-    parser.add_argument("--names", nargs="*", help="row names (default: the run folders' names)")
+    add_run_arguments(parser, "OUTPUT_DIRs; the first is the reference for the overhead")
     args = parser.parse_args(argv)
-    names = args.names or [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    if len(names) != len(args.runs):
-        print("error: give one --names entry per run", file=sys.stderr)
+    names = run_names(args)
+    if names is None:
         return 2
     rows, reference = [], None
     for name, run in zip(names, args.runs):

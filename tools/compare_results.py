@@ -56,16 +56,29 @@ def row(name, results, params, uniform=False):
     return cells
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="OUTPUT_DIRs or sem_seg_results.json files")
+def add_run_arguments(parser, runs_help):
+    """The arguments of both comparison tools (this one and compare_lvis_results.py)."""
+    parser.add_argument("runs", nargs="+", help=runs_help)
     parser.add_argument("--dataset", help="evaluation dataset folder under inference/ (default: the first)")
     parser.add_argument("--names", nargs="*", help="row names (default: the run folders' names)")
-    parser.add_argument("--uniform", action="store_true", help="add the uniform test setting's group numbers")
-    args = parser.parse_args(argv)
+
+
+def run_names(args):
+    """One row name per run, or None (the error printed) when --names does not match the runs."""
     names = args.names or [os.path.basename(os.path.normpath(r)) for r in args.runs]
     if len(names) != len(args.runs):
         print("error: give one --names entry per run", file=sys.stderr)
+        return None
+    return names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser, "OUTPUT_DIRs or sem_seg_results.json files")
+    parser.add_argument("--uniform", action="store_true", help="add the uniform test setting's group numbers")
+    args = parser.parse_args(argv)
+    names = run_names(args)
+    if names is None:
         return 2
     rows = []
     for name, run in zip(names, args.runs):

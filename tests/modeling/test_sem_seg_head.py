@@ -121,5 +121,6 @@ def test_ldam_drw_start_from_config_and_the_trainer_hook_sets_the_iteration(data
     assert loss.drw_start == 2 and loss.iteration == 0
     hook = LossIterationHook()
     hook.trainer = SimpleNamespace(model=model, iter=7)  # what Detectron2's trainer exposes
+    hook.before_train()  # as Detectron2's trainer calls it, before the first step
     hook.before_step()
     assert loss.iteration == 7

@@ -28,12 +28,15 @@ logger = logging.getLogger(__name__)
 class LossIterationHook(HookBase):
     """Tells iteration-dependent losses (LDAM's deferred re-weighting) the current iteration."""
 
-    def before_step(self):
+    def before_train(self):
         model = self.trainer.model
         model = model.module if isinstance(model, DistributedDataParallel) else model
-        for module in model.modules():
-            if hasattr(module, "drw_start"):
-                module.iteration = self.trainer.iter
+        # Found once: the model's modules do not change during training.
+        self._losses = [m for m in model.modules() if hasattr(m, "drw_start")]
+
+    def before_step(self):
+        for loss in self._losses:
+            loss.iteration = self.trainer.iter
 
 
 def create_ddp_model(model, find_unused_parameters=False):

@@ -83,7 +83,7 @@ class MEDOEHead(nn.Module):
         tail = torch.zeros(num_classes, dtype=torch.bool)
         tail[list(stats.groups.get("tail", []))] = True
         experts = [head_class(cfg, input_shape) for _ in expert_groups]
-        for k, expert in enumerate(experts):
+        for expert in experts:
             if not all(hasattr(expert, a) for a in ("decode", "classify", "logits_stride")):
                 raise ConfigError(f"MODEL.MEDOE.EXPERT_HEAD={medoe.EXPERT_HEAD!r} has no "
                                   "decode / classify / logits_stride; use a LongTailSeg head")
