@@ -12,7 +12,7 @@ setup: $(SETUP_STAMP)
 
 # torch/torchvision: the registry's CUDA builds, which also run on CPU (no CPU torchvision works);
 # Detectron2 v0.6: Python code only, from the registry's sdist (see tools/install_detectron2.sh).
-$(SETUP_STAMP): setup.py tools/install_detectron2.sh
+$(SETUP_STAMP): setup.py tools/install_detectron2.sh tools/patch_legacy_sources.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.11.0 torchvision==0.26.0
 	bash tools/install_detectron2.sh $(PY)
@@ -33,7 +33,7 @@ demo-methods: data
 	$(PY) tools/train_net.py --config-file configs/synthetic/disalign_deeplab.yaml
 	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign
 
-# The loss table of issue 5: DeepLabV3+ on the synthetic set with each loss (same schedule as
+# The loss table: DeepLabV3+ on the synthetic set with each loss (same schedule as
 # the CE baseline; LDAM with scale 1 as the classifier is a plain linear one), then one table.
 LOSSES := Focal CB CBFocal BMS LDAM PAT
 results-losses: data
@@ -48,7 +48,7 @@ results-losses: data
 	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(addprefix $(OUT)/loss_,Focal CB CBFocal BMS LDAM) \
 	  $(OUT)/blv_deeplab $(OUT)/loss_PAT --names CE Focal CB CB-Focal BMS LDAM BLV PAT
 
-# The MEDOE table of issue 4: CE baseline, MED (stage 1, expert 1), MEDOE (stage 2, MOE), the
+# The MEDOE table: CE baseline, MED (stage 1, expert 1), MEDOE (stage 2, MOE), the
 # untrained ensembles and the oracle on the stage-1 experts; normal and uniform test settings.
 MEDOE_EVAL := $(PY) tools/train_net.py --eval-only --config-file configs/synthetic/medoe_deeplab.yaml \
 	MODEL.WEIGHTS $(OUT)/medoe_deeplab/model_final.pth
@@ -73,7 +73,7 @@ test: setup
 clean-demo:
 	rm -rf output/synthetic
 
-# Issue 6: Mask R-CNN with the long-tail ROI heads on the synthetic LVIS set: the baseline,
+# Mask R-CNN with the long-tail ROI heads on the synthetic LVIS set: the baseline,
 # cosine and BLV (stage 1), DisAlign stage 2 on the baseline and on the cosine model, one table
 # (AP / APr / APc / APf of segm and bbox, seconds per training iteration and overhead).
 .PHONY: results-lvis

@@ -14,7 +14,9 @@ setup(
     package_dir={"": "projects/LongTailSeg"},
     python_requires=">=3.9",
     # Detectron2 v0.6's runtime needs, declared here because it is installed with --no-deps
-    # (its metadata pins black==21.4b2, fvcore<0.1.6 and iopath<0.1.10).
+    # (its metadata pins black==21.4b2, fvcore<0.1.6 and iopath<0.1.10). lvis (LVIS evaluation)
+    # is installed by tools/install_detectron2.sh without its dependencies, which would add
+    # opencv-python next to opencv-python-headless.
     install_requires=[
         "torch",
         "torchvision",
@@ -33,7 +35,6 @@ setup(
         "omegaconf>=2.1",
         "hydra-core>=1.1",
         "opencv-python-headless",
-        "lvis==0.5.3",
         "cityscapesscripts",
         "shapely",
     ],

@@ -7,7 +7,7 @@ import pytest
 
 import longtailseg  # noqa: F401  (compatibility patches before any detectron2 import)
 from longtailseg.data import register_synthetic_datasets
-from longtailseg.data.synthetic import generate
+from longtailseg.data.synthetic.generator import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_DATA = dict(seed=0, num_classes=19, num_train=24, num_val=8, size=32)
@@ -20,13 +20,16 @@ TINY_TRAINING = [
 
 
 def tiny_cfg(config, output_dir, *opts):
-    """A synthetic config (path under configs/) shrunk by TINY_TRAINING, plus KEY VALUE overrides."""
+    """A synthetic config (path under configs/) shrunk by TINY_TRAINING, plus KEY VALUE overrides,
+    with its class statistics resolved as tools/train_net.py resolves them."""
     from detectron2.config import get_cfg
+    from longtailseg.data import resolve_class_stats
 
     cfg = get_cfg()
     longtailseg.add_longtailseg_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, "configs", config))
     cfg.merge_from_list(TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + [str(o) for o in opts])
+    resolve_class_stats(cfg)
     return cfg
 
 

@@ -9,7 +9,6 @@ warm-up runs, the peak memory one run adds (measured in a fresh process), and bo
 """
 import argparse
 import multiprocessing
-import os
 import statistics
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 import torch
 
 from longtailseg.longtail.calibration import generalized_reweighting
-from longtailseg.longtail.losses import LOSSES, build_loss, loss_needs_class_counts
+from longtailseg.longtail.losses import LOSS_REGISTRY, build_loss, loss_needs_class_counts
 from longtailseg.longtail.variation import LogitVariation
 from tabulate import tabulate
 
@@ -26,7 +25,7 @@ def variants(num_classes):
     """Every loss of the registry with its config defaults, then BLV and GRW on CE."""
     counts = torch.logspace(6, 2, num_classes).tolist()  # a steep long tail
     out = {}
-    for name in LOSSES:
+    for name, _ in LOSS_REGISTRY:
         loss = build_loss(name, class_counts=counts if loss_needs_class_counts(name) else None,
                           **BENCHMARK_OPTIONS.get(name, {}))
         out[name] = loss

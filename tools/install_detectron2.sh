@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Installs Detectron2 v0.6's Python code from the registry's `pb1-detectron2==0.6` source
 # distribution, without its C++ extension (the sdist lacks detectron2/layers/csrc/, so a plain
-# `pip install pb1-detectron2` fails compiling vision.cpp). LongTailSeg's _compat module covers
-# the missing `detectron2._C`. Nothing of Detectron2 is kept in this repository: the sdist is
-# downloaded into a temporary folder, built there and deleted.
+# `pip install pb1-detectron2` fails compiling vision.cpp), and `lvis==0.5.3`; then rewrites the
+# numpy / Pillow names both still use and today's numpy and Pillow removed
+# (tools/patch_legacy_sources.py). LongTailSeg's _compat module covers the missing
+# `detectron2._C`. Nothing of Detectron2 is kept in this repository: the sdist is downloaded into
+# a temporary folder, built there and deleted.
 #
 # Usage: tools/install_detectron2.sh PYTHON   (the interpreter of the target environment,
 #        which must already have torch, for the sdist's setup.py imports it)
 set -euo pipefail
 py="${1:?usage: $0 PYTHON}"
+here="$(cd "$(dirname "$0")" && pwd)"
+# lvis without its dependencies: it would pull opencv-python next to our headless OpenCV; the
+# evaluator needs only numpy and pycocotools, which LongTailSeg's own install brings.
+"$py" -m pip show -q lvis >/dev/null 2>&1 || "$py" -m pip install -q --no-deps lvis==0.5.3
 # Checked with pip, not by importing: detectron2's runtime dependencies (fvcore...) come with
 # LongTailSeg's own install, after this script.
 if "$py" -m pip show -q pb1-detectron2 >/dev/null 2>&1; then
   echo "pb1-detectron2 already installed"
+  "$py" "$here/patch_legacy_sources.py"
   exit 0
 fi
 work="$(mktemp -d)"
@@ -31,4 +38,5 @@ grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "could not disable the C++
 # --no-deps: its metadata pins black==21.4b2, fvcore<0.1.6, iopath<0.1.10; our setup.py
 # declares the runtime dependencies instead.
 "$py" -m pip install -q --no-deps --no-build-isolation "$src"
+"$py" "$here/patch_legacy_sources.py"
 "$py" -m pip show -q pb1-detectron2 && echo "installed pb1-detectron2 0.6 (Python code only, no C++ ops)"

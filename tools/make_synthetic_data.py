@@ -7,7 +7,7 @@ Example:
 import argparse
 import sys
 
-from longtailseg.data.synthetic import format_summary, generate
+from longtailseg.data.synthetic.generator import format_summary, generate
 from longtailseg.errors import LongTailSegError
 
 

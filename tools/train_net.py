@@ -9,64 +9,34 @@ Without CUDA, ``--num-gpus N`` runs N CPU processes joined by gloo.
 """
 import logging
 import os
-import re
 import sys
-import weakref
 
-from torch.multiprocessing import ProcessRaisedException
-
-import longtailseg  # noqa: F401  (first: compatibility patches, then registration)
+import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
 from longtailseg import add_longtailseg_config
-from longtailseg.data.class_counting import load_or_compute_class_stats
+from longtailseg.data.build import build_test_loader, build_train_loader
+from longtailseg.data.class_counting import resolve_class_stats
 from longtailseg.engine import launch, stage2
-from longtailseg.engine import trainer as lt
+from longtailseg.engine.hooks import LossIterationHook
+from longtailseg.engine.launch import ddp_arguments
 from longtailseg.errors import ConfigError, LongTailSegError, one_line
+from longtailseg.evaluation import build_evaluator
+from longtailseg.io import write_text_atomically
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.engine import (
-    AMPTrainer,
-    DefaultTrainer,
-    SimpleTrainer,
-    default_argument_parser,
-    default_setup,
-)
-from detectron2.engine.train_loop import TrainerBase
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.utils.logger import setup_logger
 
 
-_OUR_ERROR_NAMES = re.compile(r"(DatasetError|ClassStatsError|ConfigError|LongTailSegError): ")
-
-
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with long-tail evaluators, checked data loading and CPU-capable DDP."""
+    """DefaultTrainer with long-tail evaluators, checked data loading, stage-2 freezing and DDP
+    that also runs on CPU processes."""
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ with one change: our DDP wrapper (CPU processes, unused params).
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        if lt.needs_class_stats(cfg):
-            # Count (or load and check) the class statistics before the first step: it scans
-            # every training label, so bad data stops the run now rather than hours later.
-            load_or_compute_class_stats(cfg)
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        model = lt.create_ddp_model(model, cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        checkpointer = stage2.StageTwoCheckpointer if stage2.is_stage2(cfg) else DetectionCheckpointer
-        self.checkpointer = checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        with ddp_arguments(find_unused_parameters=cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS):
+            super().__init__(cfg)
 
     @classmethod
     def build_model(cls, cfg):
@@ -80,19 +50,19 @@ class Trainer(DefaultTrainer):
         return model
 
     def build_hooks(self):
-        return super().build_hooks() + [lt.LossIterationHook()]
+        return super().build_hooks() + [LossIterationHook()]
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return lt.build_train_loader(cfg)
+        return build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return lt.build_test_loader(cfg, dataset_name)
+        return build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return lt.build_evaluator(cfg, dataset_name, output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
@@ -100,7 +70,7 @@ class Trainer(DefaultTrainer):
         return build_deeplab_lr_scheduler(cfg, optimizer)
 
 
-def load_config(args):
+def load_config(args, freeze=True):
     """Config file + command-line overrides; an unknown key is a one-line ConfigError."""
     cfg = get_cfg()
     add_longtailseg_config(cfg)
@@ -129,14 +99,23 @@ def load_config(args):
             f"{e.args[0]} (in {args.config_file} or the command line); give the value the type of "
             "the default in projects/LongTailSeg/longtailseg/config.py (e.g. 1.0, not 1)"
         ) from None
-    cfg.freeze()
+    if freeze:
+        cfg.freeze()
     return cfg
 
 
 def setup(args):
-    cfg = load_config(args)
+    """The run's config: loaded, logged, and with its class statistics resolved once (counted or
+    reused, see ``resolve_class_stats``) before it is frozen; OUTPUT_DIR/config.yaml holds the
+    resolved path."""
+    cfg = load_config(args, freeze=False)
+    if stage2.is_stage2(cfg) and not args.eval_only:
+        stage2.check_stage1_weights(cfg, resuming=args.resume)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="longtailseg")
+    if resolve_class_stats(cfg) and comm.is_main_process():
+        write_text_atomically(cfg.dump(), os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    cfg.freeze()
     return cfg
 
 
@@ -148,8 +127,6 @@ def main(args):
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         return Trainer.test(cfg, model)
-    if stage2.is_stage2(cfg):
-        stage2.check_stage1_weights(cfg, resuming=args.resume)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
@@ -162,14 +139,9 @@ def run(argv=None):
         load_config(args)  # a config error stops here, before any process is started
         return launch(main, args.num_gpus, num_machines=args.num_machines,
                       machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
-    except LongTailSegError as e:
+    except LongTailSegError as e:  # on any process (launch raises the root cause)
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
-    except ProcessRaisedException as e:  # a CPU worker process failed
-        if _OUR_ERROR_NAMES.search(str(e)):
-            print(f"error: {one_line(e)}", file=sys.stderr)
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":

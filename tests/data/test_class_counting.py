@@ -1,14 +1,16 @@
 """Class counting over the registered synthetic training splits."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_tool
-from longtailseg.data import get_dataset_dicts_checked, register_synthetic_datasets
+from conftest import run_tool, tiny_cfg
+from longtailseg.data import class_counting, get_dataset_dicts_checked, register_synthetic_datasets
 from longtailseg.data.class_counting import compute_class_stats
 from longtailseg.errors import ClassStatsError, DatasetError
+from longtailseg.longtail import class_stats as cs
 
 
 def test_sem_seg_counts_equal_a_direct_count_of_the_label_files(datasets_root):
@@ -59,5 +61,52 @@ def test_missing_dataset_folder_names_the_path_and_the_fix(tmp_path, datasets_ro
         with pytest.raises(DatasetError) as e:
             compute_class_stats("synthetic_ade_sem_seg_train", progress=False)
         assert str(tmp_path / "absent") in str(e.value) and "make_synthetic_data.py" in str(e.value)
+    finally:
+        register_synthetic_datasets(str(datasets_root / "synthetic"))
+
+
+def _counting_spy(monkeypatch):
+    """Record the datasets ``resolve_class_stats`` counts (the count itself still runs)."""
+    counted = []
+    real = class_counting.compute_class_stats
+
+    def compute_and_record(dataset_name, *args, **kwargs):
+        counted.append(dataset_name)
+        return real(dataset_name, *args, **kwargs)
+
+    monkeypatch.setattr(class_counting, "compute_class_stats", compute_and_record)
+    return counted
+
+
+def test_a_second_stage_reuses_the_statistics_beside_its_weights(datasets_root, tmp_path, monkeypatch):
+    stage1 = tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path / "stage1")
+    weights = tmp_path / "stage1" / "model_final.pth"
+    weights.write_bytes(b"")  # only its folder is read here
+    counted = _counting_spy(monkeypatch)
+    stage2 = tiny_cfg("synthetic/disalign_deeplab.yaml", tmp_path / "stage2", "MODEL.WEIGHTS", weights)
+    assert counted == []
+    assert stage2.MODEL.LONG_TAIL.CLASS_STATS == str(tmp_path / "stage2" / "class_stats.json")
+    assert (cs.load(stage2.MODEL.LONG_TAIL.CLASS_STATS).counts
+            == cs.load(stage1.MODEL.LONG_TAIL.CLASS_STATS).counts)
+
+
+def test_the_output_cache_is_counted_again_only_when_the_training_data_changed(
+        datasets_root, tmp_path, monkeypatch):
+    data = tmp_path / "synthetic"
+    shutil.copytree(datasets_root / "synthetic", data)
+    register_synthetic_datasets(str(data))
+    try:
+        counted = _counting_spy(monkeypatch)
+        first = cs.load(tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path / "out").MODEL.LONG_TAIL.CLASS_STATS)
+        tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path / "out")
+        assert counted == ["synthetic_ade_sem_seg_train"]  # the second run read the cache
+
+        # Data regenerated with one training image fewer: the cache no longer describes it.
+        label = sorted((data / "ADEChallengeData2016" / "annotations_detectron2" / "training").glob("*.png"))[0]
+        (data / "ADEChallengeData2016" / "images" / "training" / f"{label.stem}.jpg").unlink()
+        label.unlink()
+        again = cs.load(tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path / "out").MODEL.LONG_TAIL.CLASS_STATS)
+        assert counted == ["synthetic_ade_sem_seg_train"] * 2
+        assert again.num_images == first.num_images - 1
     finally:
         register_synthetic_datasets(str(datasets_root / "synthetic"))

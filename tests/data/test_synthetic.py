@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from longtailseg.data import synthetic
+from longtailseg.data.synthetic import classes as synthetic_classes
+from longtailseg.data.synthetic import generator, layout, lvis, semantic
 from longtailseg.errors import DatasetError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +42,7 @@ def _labels(root, ade_split):
 def tiny(tmp_path_factory):
     """A tiny data set with the default 19 classes: (root, summary)."""
     root = str(tmp_path_factory.mktemp("synthetic"))
-    return root, synthetic.generate(root, seed=0, **TINY)
+    return root, generator.generate(root, seed=0, **TINY)
 
 
 # --- reproducibility -----------------------------------------------------------------------------
@@ -50,10 +51,10 @@ def tiny(tmp_path_factory):
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tiny, tmp_path):
     root, _ = tiny
     first = _file_hashes(root)
-    again = synthetic.generate(str(tmp_path / "again"), seed=0, **TINY)
+    again = generator.generate(str(tmp_path / "again"), seed=0, **TINY)
     assert again["semantic"] == tiny[1]["semantic"]
     assert _file_hashes(tmp_path / "again") == first
-    other = _file_hashes(synthetic.generate(str(tmp_path / "other"), seed=1, **TINY)["root"])
+    other = _file_hashes(generator.generate(str(tmp_path / "other"), seed=1, **TINY)["root"])
     assert other.keys() == first.keys()
     differing = [path for path in first if first[path] != other[path]]
     # every image differs; only the files without random content (classes list aside) match
@@ -65,7 +66,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tiny, tmp_pat
 
 def test_writes_every_layout_and_the_classes_file(tiny):
     root, _ = tiny
-    assert sorted(os.listdir(root)) == sorted(synthetic.OUTPUT_ENTRIES)
+    assert sorted(os.listdir(root)) == sorted(layout.OUTPUT_ENTRIES)
     ade = os.path.join(root, "ADEChallengeData2016")
     assert len(os.listdir(f"{ade}/images/training")) == 12
     assert len(os.listdir(f"{ade}/annotations_detectron2/validation")) == 6
@@ -79,7 +80,7 @@ def test_writes_every_layout_and_the_classes_file(tiny):
     assert len(os.listdir(f"{root}/coco/train2017")) == 12
     assert len(os.listdir(f"{root}/coco/val2017")) == 6
 
-    classes = synthetic.read_synthetic_classes(root)
+    classes = layout.read_synthetic_classes(root)
     assert classes["format"] == "longtailseg-synthetic/1"
     assert classes["num_classes"] == NUM_CLASSES
     assert classes["splits"] == {"train": 12, "val": 6}
@@ -128,7 +129,7 @@ def test_cityscapes_files_hold_the_same_labels_with_cityscapes_ids(tiny):
 
 
 def test_other_class_counts_keep_train_ids_as_label_ids_and_cover_val(tmp_path):
-    summary = synthetic.generate(str(tmp_path), num_classes=7, **TINY)
+    summary = generator.generate(str(tmp_path), num_classes=7, **TINY)
     gt = f"{tmp_path}/cityscapes/gtFine/train/synthburg/synthburg_000000_000003_gtFine_"
     label_ids = np.asarray(Image.open(gt + "labelIds.png"))
     np.testing.assert_array_equal(label_ids, np.asarray(Image.open(gt + "labelTrainIds.png")))
@@ -163,7 +164,7 @@ def test_detectron2_loads_the_ade_and_cityscapes_layouts(tiny):
 
 
 def test_default_schedule_has_head_body_and_tail_classes():
-    classes = synthetic.build_classes(NUM_CLASSES)
+    classes = synthetic_classes.build_classes(NUM_CLASSES)
     assert [c.group for c in classes].count("head") == 5
     assert [c.group for c in classes].count("body") == 7
     assert [c.group for c in classes].count("tail") == 7
@@ -173,18 +174,18 @@ def test_default_schedule_has_head_body_and_tail_classes():
     lightness = [sum(c.base_color) for c in red]
     assert lightness[1] > lightness[0] > lightness[2] and lightness[3] > lightness[1]
     assert len({c.texture for c in red}) == len(red)
-    _, shares, diameters = synthetic.semantic_schedule(classes)
+    _, shares, diameters = synthetic_classes.semantic_schedule(classes)
     assert np.all(np.diff(shares) < 0) and np.all(np.diff(diameters) < 0)
     assert np.all(shares[:7] > 0.001) and np.all(shares[7:] < 0.001)
 
-    image_counts = np.round(synthetic.lvis_image_fractions(classes) * 400)
-    frequencies = [synthetic.lvis_frequency(int(n)) for n in image_counts]
+    image_counts = np.round(synthetic_classes.lvis_image_fractions(classes) * 400)
+    frequencies = [synthetic_classes.lvis_frequency(int(n)) for n in image_counts]
     assert frequencies == sorted(frequencies, key="fcr".index)  # f... then c... then r...
     assert all(frequencies.count(group) >= 3 for group in "rcf")
 
 
 def test_training_pixel_shares_follow_a_steep_long_tail(tmp_path):
-    summary = synthetic.generate(str(tmp_path), num_train=120, num_val=6, size=48, progress=False)
+    summary = generator.generate(str(tmp_path), num_train=120, num_val=6, size=48, progress=False)
     # the summary is what the label files hold
     counts = np.zeros(256, dtype=np.int64)
     for label in _labels(str(tmp_path), "training")[1]:
@@ -203,7 +204,7 @@ def test_training_pixel_shares_follow_a_steep_long_tail(tmp_path):
     assert shares[groups == "body"].min() > shares[groups == "tail"].max()
     assert 0.01 <= counts[255] / counts.sum() <= 0.04  # a thin ignore outline, not more
 
-    lines = synthetic.format_summary(summary)
+    lines = generator.format_summary(summary)
     assert "max share" in lines[1] and "(red plain)" in lines[1]
 
 
@@ -224,7 +225,7 @@ def test_lvis_json_loads_with_lvis_and_detectron2(tiny):
         image_ids = set(train.cat_img_map[category["id"]])
         assert category["image_count"] == len(image_ids) >= 1
         assert category["instance_count"] == len(train.cat_img_map[category["id"]])
-        assert category["frequency"] == synthetic.lvis_frequency(category["image_count"])
+        assert category["frequency"] == synthetic_classes.lvis_frequency(category["image_count"])
         assert category["synset"].endswith(".n.01") and category["synonyms"] == [category["name"]]
         assert len(val.cat_img_map[category["id"]]) >= 1, "every category must occur in val"
     assert summary["lvis"]["frequencies"] == [c["frequency"] for c in categories]
@@ -267,21 +268,21 @@ def test_refuses_to_overwrite_without_force(tiny):
     root, _ = tiny
     before = _file_hashes(root)
     with pytest.raises(DatasetError) as error:
-        synthetic.generate(root, seed=3, **TINY)
+        generator.generate(root, seed=3, **TINY)
     message = str(error.value)
     assert "\n" not in message and "--force" in message
     assert os.path.join(root, "ADEChallengeData2016") in message
     assert _file_hashes(root) == before
-    assert not glob.glob(os.path.join(root, synthetic.STAGING_PREFIX + "*"))
+    assert not glob.glob(os.path.join(root, layout.STAGING_PREFIX + "*"))
 
 
 def test_force_replaces_old_data(tmp_path):
-    synthetic.generate(str(tmp_path), seed=0, **TINY)
+    generator.generate(str(tmp_path), seed=0, **TINY)
     before = _file_hashes(tmp_path)
-    synthetic.generate(str(tmp_path), seed=5, force=True, **TINY)
+    generator.generate(str(tmp_path), seed=5, force=True, **TINY)
     after = _file_hashes(tmp_path)
     assert after.keys() == before.keys() and after != before
-    assert sorted(os.listdir(tmp_path)) == sorted(synthetic.OUTPUT_ENTRIES)
+    assert sorted(os.listdir(tmp_path)) == sorted(layout.OUTPUT_ENTRIES)
 
 
 def _fail_on_call(monkeypatch, module, name, call_number):
@@ -298,37 +299,37 @@ def _fail_on_call(monkeypatch, module, name, call_number):
 
 
 def test_crash_mid_way_leaves_nothing_behind(tmp_path, monkeypatch):
-    _fail_on_call(monkeypatch, synthetic, "_save_png", 30)
+    _fail_on_call(monkeypatch, semantic, "save_png", 30)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        synthetic.generate(str(tmp_path), **TINY)
+        generator.generate(str(tmp_path), **TINY)
     assert os.listdir(tmp_path) == []
 
 
 def test_crash_with_force_keeps_the_old_data(tmp_path, monkeypatch):
-    synthetic.generate(str(tmp_path), **TINY)
+    generator.generate(str(tmp_path), **TINY)
     before = _file_hashes(tmp_path)
-    _fail_on_call(monkeypatch, synthetic, "_save_jpeg", 30)  # in the LVIS images
+    _fail_on_call(monkeypatch, lvis, "save_jpeg", 10)  # in the LVIS images
     with pytest.raises(RuntimeError, match="simulated crash"):
-        synthetic.generate(str(tmp_path), seed=9, force=True, **TINY)
+        generator.generate(str(tmp_path), seed=9, force=True, **TINY)
     assert _file_hashes(tmp_path) == before
-    assert sorted(os.listdir(tmp_path)) == sorted(synthetic.OUTPUT_ENTRIES)
+    assert sorted(os.listdir(tmp_path)) == sorted(layout.OUTPUT_ENTRIES)
 
 
 def test_crash_while_moving_into_place_restores_the_old_data(tmp_path, monkeypatch):
-    synthetic.generate(str(tmp_path), **TINY)
+    generator.generate(str(tmp_path), **TINY)
     before = _file_hashes(tmp_path)
     # 5 moves take the old entries out; fail on the 3rd move of a new entry into place
     _fail_on_call(monkeypatch, os, "replace", 5 + 3)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        synthetic.generate(str(tmp_path), seed=9, force=True, **TINY)
+        generator.generate(str(tmp_path), seed=9, force=True, **TINY)
     monkeypatch.undo()
     assert _file_hashes(tmp_path) == before
-    assert sorted(os.listdir(tmp_path)) == sorted(synthetic.OUTPUT_ENTRIES)
+    assert sorted(os.listdir(tmp_path)) == sorted(layout.OUTPUT_ENTRIES)
 
 
 def test_missing_classes_file_names_the_file_and_the_fix(tmp_path):
     with pytest.raises(DatasetError) as error:
-        synthetic.read_synthetic_classes(str(tmp_path))
+        layout.read_synthetic_classes(str(tmp_path))
     message = str(error.value)
     assert "\n" not in message
     assert os.path.join(str(tmp_path), "synthetic_classes.json") in message
@@ -372,5 +373,5 @@ def test_cli_writes_and_summarises(tmp_path, capsys):
     assert lines[0].startswith(f"wrote synthetic long-tailed data to {tmp_path} in ")
     assert lines[1].startswith("semantic (train, 12 images 32x32): 19 classes; max share ")
     assert lines[2].startswith("lvis (train): 19 categories: ")
-    assert synthetic.read_synthetic_classes(str(tmp_path))["seed"] == 2
+    assert layout.read_synthetic_classes(str(tmp_path))["seed"] == 2
     assert _cli().main(arguments) == 2  # second run without --force

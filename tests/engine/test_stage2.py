@@ -13,14 +13,14 @@ def test_stage1_then_disalign_stage2_then_evaluation(trained_baseline, datasets_
                     "MODEL.WEIGHTS", trained_baseline / "model_final.pth", "OUTPUT_DIR", tmp_path,
                     datasets_root=datasets_root)
     log = proc.stdout + proc.stderr
-    assert "sem_seg_head.calibration.{alpha, beta}" in log  # new keys named when loading stage 1
+    assert "sem_seg_head.long_tail.calibration.{alpha, beta}" in log  # new keys named when loading stage 1
     stage1 = torch.load(trained_baseline / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     stage2 = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     for key, value in stage1.items():
         if key.endswith("num_batches_tracked"):
             continue
         assert torch.equal(value, stage2[key]), f"stage 2 changed frozen {key}"
-    assert not torch.equal(stage2["sem_seg_head.calibration.beta"], torch.zeros(19))
+    assert not torch.equal(stage2["sem_seg_head.long_tail.calibration.beta"], torch.zeros(19))
     results = json.loads((tmp_path / "inference/synthetic_ade_sem_seg_val/sem_seg_results.json").read_text())
     assert "mACC-tail" in results["sem_seg"]
 

@@ -103,16 +103,42 @@ def test_mismatched_class_stats_file_is_one_line_error(datasets_root, tmp_path):
     assert str(stats_file) in line and "5 classes" in line and "compute_class_stats.py" in line
 
 
-def test_label_value_out_of_range_is_one_line_error(datasets_root, tmp_path):
+def _copy_with_bad_label(datasets_root, tmp_path, index=3):
+    """A copy of the synthetic data whose training label ``index`` holds the value 42."""
     root = tmp_path / "datasets"
     shutil.copytree(datasets_root, root)
     labels = sorted((root / "synthetic/ADEChallengeData2016/annotations_detectron2/training").glob("*.png"))
-    bad = labels[3]
+    bad = labels[index]
     label = np.array(Image.open(bad))
     label[0, 0] = 42
     Image.fromarray(label).save(bad)
+    return root, bad
+
+
+def test_label_value_out_of_range_is_one_line_error(datasets_root, tmp_path):
+    root, bad = _copy_with_bad_label(datasets_root, tmp_path)
     proc = run_tool("train_net.py", "--config-file", CONFIG, *TINY_TRAINING, "SOLVER.MAX_ITER", 1,
                     "OUTPUT_DIR", tmp_path / "out", datasets_root=root, check=False)
-    # the class count scans every training label before the first step... or the mapper meets it
+    # the class count scans every training label before the first step
     line = _one_line_error(proc)
     assert str(bad) in line and "42" in line and "NUM_CLASSES" in line
+
+
+@pytest.mark.parametrize("where", ["counting", "loading"])
+def test_a_failing_process_of_two_gives_its_one_line_error(where, datasets_root, trained, tmp_path):
+    """The label error reaches the user whichever process meets it: while the main process counts
+    the classes (the other waits), or while a data loader of either process maps the image
+    (class statistics given, so nothing is counted first)."""
+    root, bad = _copy_with_bad_label(datasets_root, tmp_path)
+    stats = [] if where == "counting" else ["MODEL.LONG_TAIL.CLASS_STATS", trained / "class_stats.json"]
+    if where == "loading":  # every training label is bad: each process fails in its first batch
+        for label_file in bad.parent.glob("*.png"):
+            label = np.array(Image.open(label_file))
+            label[0, 0] = 42
+            Image.fromarray(label).save(label_file)
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "--num-gpus", 2, *TINY_TRAINING,
+                    "SOLVER.MAX_ITER", 3, *stats, "OUTPUT_DIR", tmp_path / "out",
+                    datasets_root=root, check=False, timeout=120)
+    line = _one_line_error(proc)
+    assert "42" in line and "NUM_CLASSES" in line and str(bad.parent) in line
+    assert "Connection closed" not in proc.stderr

@@ -42,8 +42,8 @@ def test_disalign_is_identity_at_init(name, datasets_root, tmp_path):
     torch.manual_seed(0)
     plain = build_model(_cfg(name, tmp_path))
     calibrated = build_model(_cfg(name, tmp_path, "MODEL.LONG_TAIL.DISALIGN.ENABLED", "True"))
-    assert plain.sem_seg_head.calibration is None
-    assert calibrated.sem_seg_head.calibration is not None
+    assert plain.sem_seg_head.long_tail.calibration is None
+    assert calibrated.sem_seg_head.long_tail.calibration is not None
     missing, unexpected = calibrated.load_state_dict(plain.state_dict(), strict=False)
     assert missing and all(".calibration." in k for k in missing) and not unexpected
     plain.eval(), calibrated.eval()
@@ -58,7 +58,7 @@ def test_disalign_is_identity_at_init(name, datasets_root, tmp_path):
 def test_blv_trains(name, datasets_root, tmp_path):
     torch.manual_seed(0)
     model = build_model(_cfg(name, tmp_path, "MODEL.LONG_TAIL.BLV.ENABLED", "True"))
-    assert model.sem_seg_head.variation is not None
+    assert model.sem_seg_head.long_tail.variation is not None
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     loss = sum(model(random_batch()).values())
@@ -100,3 +100,31 @@ def test_trains_and_evaluates_on_the_synthetic_set_through_train_net(name, datas
     results = json.loads((tmp_path / "inference/synthetic_ade_sem_seg_val/sem_seg_results.json").read_text())
     assert results["class_names"] and 0 <= results["sem_seg"]["mACC-head"] <= 100
     assert 0 <= results["sem_seg"]["DiceErr"] <= 1
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_disalign_confidence_reads_the_feature_before_dropout(name, datasets_root, tmp_path):
+    torch.manual_seed(0)
+    head = build_model(_cfg(name, tmp_path, "MODEL.LONG_TAIL.DISALIGN.ENABLED", "True")).sem_seg_head
+    head.train()
+    seen = []
+    head.long_tail.calibration.confidence.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    feature = torch.rand(2, head.predictor.in_channels, 4, 4) + 0.5
+    head.classify(feature)
+    assert torch.equal(seen[0], feature)  # dropout (training mode) did not touch it
+
+
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_stage2_switches_dropout_off_in_the_frozen_model(name, datasets_root, tmp_path):
+    from longtailseg.engine.stage2 import prepare_stage2_model
+    from torch.nn.modules.dropout import _DropoutNd
+
+    torch.manual_seed(0)
+    plain = build_model(_cfg(name, tmp_path))
+    assert any(isinstance(m, _DropoutNd) for m in plain.modules())
+    model = prepare_stage2_model(build_model(_cfg(name, tmp_path, "MODEL.LONG_TAIL.DISALIGN.ENABLED", "True")))
+    assert not any(isinstance(m, _DropoutNd) for m in model.modules())
+    model.train()
+    feature = torch.rand(2, model.sem_seg_head.predictor.in_channels, 4, 4)
+    with torch.no_grad():  # training mode, yet the same input gives the same logits
+        assert torch.equal(model.sem_seg_head.classify(feature), model.sem_seg_head.classify(feature))

@@ -6,7 +6,9 @@ import torch
 
 from conftest import TINY_TRAINING, random_batch, run_tool, tiny_cfg
 
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
+from torch.nn.modules.dropout import _DropoutNd
 
 from longtailseg.engine import stage2
 from longtailseg.errors import ConfigError
@@ -92,7 +94,10 @@ def test_moe_stage2_trains_only_the_decision_maker(datasets_root, tmp_path):
                                for n in ("decision_logits", "log_scale", "shift")]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
-    assert not model.sem_seg_head.experts.training  # frozen experts: no dropout, no BN updates
+    # frozen experts: no BatchNorm updates and no dropout (every stage 2 freezes them this way)
+    expert_modules = list(model.sem_seg_head.experts.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in expert_modules)
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, _DropoutNd)) for m in expert_modules)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     for seed in range(3):
         losses = model(random_batch(seed=seed))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import random_batch, tiny_cfg
-from longtailseg.engine.stage2 import StageTwoCheckpointer, prepare_stage2_model
+from longtailseg.engine.stage2 import prepare_stage2_model
 from longtailseg.longtail.calibration import generalized_reweighting
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -30,8 +30,8 @@ def test_grw_weights_and_blv_come_from_the_class_statistics(datasets_root, tmp_p
     from longtailseg.longtail import class_stats as cs
 
     counts = cs.load(str(tmp_path / "class_stats.json")).counts
-    assert torch.allclose(head.class_weights, generalized_reweighting(counts, 0.5))
-    assert head.variation is not None and head.variation.sigma == 4.0
+    assert torch.allclose(head.long_tail.class_weights, generalized_reweighting(counts, 0.5))
+    assert head.long_tail.variation is not None and head.long_tail.variation.sigma == 4.0
     # BLV changes the training loss but the inference logits are those of the plain head
     model = build_model(cfg)
     torch.manual_seed(0)
@@ -60,7 +60,7 @@ def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp
     handler.emit = records.append
     logging.getLogger("fvcore.common.checkpoint").addHandler(handler)
     try:
-        StageTwoCheckpointer(model).load(str(tmp_path / "stage1.pth"))
+        DetectionCheckpointer(model).load(str(tmp_path / "stage1.pth"))
     finally:
         logging.getLogger("fvcore.common.checkpoint").removeHandler(handler)
     log = "\n".join(r.getMessage() for r in records)
@@ -76,8 +76,9 @@ def test_disalign_stage2_identity_then_only_calibration_moves(datasets_root, tmp
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
-        "sem_seg_head.calibration.alpha", "sem_seg_head.calibration.beta",
-        "sem_seg_head.calibration.confidence.weight", "sem_seg_head.calibration.confidence.bias"}
+        "sem_seg_head.long_tail.calibration.alpha", "sem_seg_head.long_tail.calibration.beta",
+        "sem_seg_head.long_tail.calibration.confidence.weight",
+        "sem_seg_head.long_tail.calibration.confidence.bias"}
     optimizer = torch.optim.SGD(trainable, lr=0.5)
     for seed in range(2):
         loss = sum(model(random_batch(seed=10 + seed)).values())
@@ -92,7 +93,7 @@ def test_pat_loss_trains_one_step(datasets_root, tmp_path):
     torch.manual_seed(0)
     model = build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "PAT"))
     head = model.sem_seg_head
-    assert type(head.loss_fn).__name__ == "PATLoss" and head.loss_fn in head.modules()
+    assert type(head.long_tail.loss_fn).__name__ == "PATLoss" and head.long_tail.loss_fn in head.modules()
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
     loss = sum(model(random_batch()).values())
@@ -113,14 +114,43 @@ def test_ldam_drw_start_from_config_and_the_trainer_hook_sets_the_iteration(data
 
     from detectron2.modeling import build_model
 
-    from longtailseg.engine.trainer import LossIterationHook
+    from longtailseg.engine.hooks import LossIterationHook
 
     model = build_model(tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path, "MODEL.LONG_TAIL.LOSS.NAME",
                                  "LDAM", "MODEL.LONG_TAIL.LOSS.LDAM_DRW_START", "2"))
-    loss = model.sem_seg_head.loss_fn
+    loss = model.sem_seg_head.long_tail.loss_fn
     assert loss.drw_start == 2 and loss.iteration == 0
     hook = LossIterationHook()
     hook.trainer = SimpleNamespace(model=model, iter=7)  # what Detectron2's trainer exposes
     hook.before_train()  # as Detectron2's trainer calls it, before the first step
     hook.before_step()
     assert loss.iteration == 7
+
+
+def test_a_loss_registered_by_the_user_is_chosen_by_its_config_name(datasets_root, tmp_path):
+    from longtailseg.longtail.losses import LOSS_REGISTRY, CrossEntropyLoss
+
+    @LOSS_REGISTRY.register("HalfCE")
+    class HalfCrossEntropy(CrossEntropyLoss):
+        @classmethod
+        def options_from_config(cls, loss_cfg):
+            return dict(scale=loss_cfg.FOCAL_GAMMA)  # any existing key reaches the loss
+
+        def __init__(self, class_counts=None, ignore_index=255, scale=1.0):
+            super().__init__(class_counts, ignore_index)
+            self.scale = scale
+
+        def forward(self, logits, targets, class_weights=None):
+            return super().forward(logits, targets, class_weights) / self.scale
+
+    try:
+        torch.manual_seed(0)
+        plain = build_model(_cfg(tmp_path))
+        custom = build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "HalfCE",
+                                  "MODEL.LONG_TAIL.LOSS.FOCAL_GAMMA", "2.0"))
+        custom.load_state_dict(plain.state_dict())
+        assert isinstance(custom.sem_seg_head.long_tail.loss_fn, HalfCrossEntropy)
+        batch = random_batch()
+        assert custom(batch)["loss_sem_seg"].item() == pytest.approx(plain(batch)["loss_sem_seg"].item() / 2)
+    finally:
+        LOSS_REGISTRY._obj_map.pop("HalfCE")

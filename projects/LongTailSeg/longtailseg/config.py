@@ -10,8 +10,10 @@ def add_longtailseg_config(cfg):
         add_deeplab_config(cfg)
 
     cfg.MODEL.LONG_TAIL = CN()
-    # JSON written by tools/compute_class_stats.py for the first training dataset. "" = count the
-    # training split on first use and cache it as OUTPUT_DIR/class_stats.json.
+    # JSON written by tools/compute_class_stats.py for the first training dataset. "" = resolved
+    # once by tools/train_net.py before the model is built (longtailseg.data.resolve_class_stats):
+    # the class_stats.json beside a local MODEL.WEIGHTS, else OUTPUT_DIR/class_stats.json if it
+    # was counted from the same data, else the training split is counted into that file.
     cfg.MODEL.LONG_TAIL.CLASS_STATS = ""
     # Semantic segmentation groups by share of training pixels: head > HEAD_RATIO,
     # tail < TAIL_RATIO, body between (DisAlign's ADE20K split). LVIS uses its r/c/f field.

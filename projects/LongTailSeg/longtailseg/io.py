@@ -5,14 +5,23 @@ import os
 import tempfile
 
 
+def write_text_atomically(text, path):
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    _write_atomically(path, lambda f: f.write(text))
+
+
 def write_json_atomically(data, path, indent=1, allow_nan=True):
+    _write_atomically(path, lambda f: json.dump(data, f, indent=indent, allow_nan=allow_nan))
+
+
+def _write_atomically(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent, allow_nan=allow_nan)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

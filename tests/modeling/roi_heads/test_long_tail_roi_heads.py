@@ -1,17 +1,17 @@
 """LongTailStandardROIHeads and its box predictor: cosine classifier, DisAlign on the foreground
 logits, BLV, GRW, the loss registry, checkpoint compatibility with Detectron2's Mask R-CNN and
 DisAlign stage 2, on a tiny Mask R-CNN built from the synthetic config."""
-import json
 
 import pytest
 import torch
 
 from conftest import tiny_cfg
-from longtailseg.engine.stage2 import StageTwoCheckpointer, prepare_stage2_model
+from longtailseg.engine.stage2 import prepare_stage2_model
 from longtailseg.errors import ClassStatsError, ConfigError
 from longtailseg.longtail import class_stats as cs
 from longtailseg.longtail.calibration import generalized_reweighting
 from longtailseg.longtail.cosine import CosineClassifier
+from longtailseg.modeling.long_tail_classifier import LongTailClassifier
 from longtailseg.modeling.roi_heads import LongTailFastRCNNOutputLayers
 
 from detectron2.checkpoint import DetectionCheckpointer
@@ -22,7 +22,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 K = 19
-CALIBRATION_KEYS = {f"roi_heads.box_predictor.calibration.{k}"
+CALIBRATION_KEYS = {f"roi_heads.box_predictor.long_tail.calibration.{k}"
                     for k in ("alpha", "beta", "confidence.weight", "confidence.bias")}
 DISALIGN = ["MODEL.LONG_TAIL.DISALIGN.ENABLED", "True"]
 COSINE = ["MODEL.ROI_BOX_HEAD.COSINE.ENABLED", "True"]
@@ -32,11 +32,15 @@ def _cfg(output_dir, *opts):
     return tiny_cfg("synthetic/mask_rcnn_baseline.yaml", output_dir, *opts)
 
 
-def _predictor(num_classes=4, channels=16, **options):
+def _predictor(num_classes=4, channels=16, cosine_scale=None, **long_tail_options):
+    """The box predictor built without a config; ``long_tail_options`` go to its
+    LongTailClassifier (boxes: background column, no ignored label)."""
     torch.manual_seed(0)
+    long_tail = LongTailClassifier(num_classes, channels, spatial=False, background_column=True,
+                                   ignore_value=-1, **long_tail_options)
     return LongTailFastRCNNOutputLayers(
         ShapeSpec(channels=channels), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
-        num_classes=num_classes, **options)
+        num_classes=num_classes, cosine_scale=cosine_scale, long_tail=long_tail)
 
 
 def instance_batch(n=2, size=32, seed=0, num_classes=K):
@@ -94,9 +98,9 @@ def _incompatible_keys(model, path, checkpointer=DetectionCheckpointer):
 def test_foreground_only_calibration_leaves_the_background_logit_unchanged():
     predictor = _predictor(disalign=True)
     with torch.no_grad():
-        predictor.calibration.alpha.fill_(3.0)
-        predictor.calibration.beta.fill_(-2.0)
-        predictor.calibration.confidence.bias.fill_(5.0)  # sigma(x) close to 1
+        predictor.long_tail.calibration.alpha.fill_(3.0)
+        predictor.long_tail.calibration.beta.fill_(-2.0)
+        predictor.long_tail.calibration.confidence.bias.fill_(5.0)  # sigma(x) close to 1
     x = torch.randn(10, 16)
     raw = predictor.cls_score(x)
     scores, deltas = predictor(x)
@@ -125,7 +129,7 @@ def test_cosine_logits_are_bounded_by_the_scale_over_all_outputs():
 def test_grw_weights_the_foreground_to_sum_k_and_background_one():
     counts = [400, 100, 20, 5]
     predictor = _predictor(class_counts=counts, grw_rho=0.8)
-    weights = predictor.class_weights
+    weights = predictor.long_tail.class_weights
     assert weights.shape == (5,) and float(weights[4]) == 1.0
     assert torch.allclose(weights[:4], generalized_reweighting(counts, 0.8))
     assert float(weights[:4].sum()) == pytest.approx(4.0)
@@ -143,15 +147,15 @@ def test_blv_varies_only_the_foreground_logits_and_only_in_training():
     scores = torch.randn(200, 5)
     targets = torch.randint(0, 5, (200,))
     predictor.train()
-    predictor.classification_loss(scores, targets)
-    shift = predictor.loss_fn.logits - scores
+    predictor.long_tail.loss(scores, targets)
+    shift = predictor.long_tail.loss_fn.logits - scores
     assert torch.equal(shift[:, 4], torch.zeros(200))  # background: no variation
     assert (shift[:, :4] >= 0).all() and shift[:, 3].mean() > shift[:, 1].mean() > 0
     scale = torch.tensor([525.0 / n for n in (400, 100, 20, 5)]).log()
     assert torch.all(shift[:, :4].max(0).values <= scale / scale.max() + 1e-6)  # |eps| <= 1
     predictor.eval()
-    predictor.classification_loss(scores, targets)
-    assert torch.equal(predictor.loss_fn.logits, scores)
+    predictor.long_tail.loss(scores, targets)
+    assert torch.equal(predictor.long_tail.loss_fn.logits, scores)
 
 
 # ---- built from the config: class statistics and losses ------------------------------------
@@ -162,15 +166,15 @@ def test_blv_and_grw_read_the_instance_counts_and_train_a_step(datasets_root, tm
     predictor = model.roi_heads.box_predictor
     stats = cs.load(str(tmp_path / "class_stats.json"))  # computed on first use and cached
     assert stats.task == "instances" and stats.dataset == "synthetic_lvis_train"
-    assert torch.allclose(predictor.class_weights[:K], generalized_reweighting(stats.counts, 0.8))
-    assert predictor.variation is not None and predictor.variation.scale.numel() == K
+    assert torch.allclose(predictor.long_tail.class_weights[:K], generalized_reweighting(stats.counts, 0.8))
+    assert predictor.long_tail.variation is not None and predictor.long_tail.variation.scale.numel() == K
     _train(model, 1)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_count_based_losses_get_a_background_count(datasets_root, tmp_path):
     predictor = build_model(_cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "BMS")).roi_heads.box_predictor
-    prior = predictor.loss_fn.log_prior.exp()
+    prior = predictor.long_tail.loss_fn.log_prior.exp()
     assert prior.shape == (K + 1,)
     assert float(prior[K]) == pytest.approx(0.75)  # 1 - ROI_HEADS.POSITIVE_FRACTION
 
@@ -214,7 +218,7 @@ def test_plain_detectron2_checkpoint_loads_with_only_calibration_keys_missing(pl
     assert not keys.unexpected_keys and not keys.incorrect_shapes
     # frozen for stage 2 (BatchNorm -> FrozenBatchNorm2d): still only the calibration is new
     stage2 = prepare_stage2_model(build_model(_cfg(tmp_path, *DISALIGN)))
-    keys = _incompatible_keys(stage2, plain_checkpoint, StageTwoCheckpointer)
+    keys = _incompatible_keys(stage2, plain_checkpoint)
     assert set(keys.missing_keys) == CALIBRATION_KEYS and not keys.unexpected_keys
 
 
@@ -238,7 +242,7 @@ def test_stage2_starts_at_stage1_and_changes_only_the_calibration(cosine, tmp_pa
     DetectionCheckpointer(stage1, save_dir=str(tmp_path)).save("stage1")
 
     model = prepare_stage2_model(build_model(_cfg(tmp_path, *extra, *DISALIGN)))
-    StageTwoCheckpointer(model).load(str(tmp_path / "stage1.pth"))
+    DetectionCheckpointer(model).load(str(tmp_path / "stage1.pth"))
     assert {n for n, p in model.named_parameters() if p.requires_grad} == CALIBRATION_KEYS
 
     batch = instance_batch(seed=7)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAINING, run_tool
-from longtailseg.data.synthetic import generate
+from longtailseg.data.synthetic.generator import generate
 
 BASELINE = "configs/synthetic/mask_rcnn_baseline.yaml"
 DISALIGN = "configs/synthetic/mask_rcnn_disalign.yaml"
@@ -57,7 +57,7 @@ def test_disalign_stage2_trains_only_the_calibration_and_evaluates(baseline_run,
                     "MODEL.WEIGHTS", baseline_run / "model_final.pth", "OUTPUT_DIR", tmp_path,
                     datasets_root=lvis_root)
     log = proc.stdout + proc.stderr
-    assert "roi_heads.box_predictor.calibration.{alpha, beta}" in log  # the only new keys
+    assert "roi_heads.box_predictor.long_tail.calibration.{alpha, beta}" in log  # the only new keys
     assert "not used by the model" not in log
     stage1 = torch.load(baseline_run / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     stage2 = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)["model"]
@@ -65,7 +65,7 @@ def test_disalign_stage2_trains_only_the_calibration_and_evaluates(baseline_run,
     assert any("running_var" in k for k in frozen) and any("mask_head" in k for k in frozen)
     for key in frozen:
         assert torch.equal(stage1[key], stage2[key]), f"stage 2 changed frozen {key}"
-    assert not torch.equal(stage2["roi_heads.box_predictor.calibration.beta"], torch.zeros(19))
+    assert not torch.equal(stage2["roi_heads.box_predictor.long_tail.calibration.beta"], torch.zeros(19))
     assert (tmp_path / "class_stats.json").is_file()  # GRW's instance counts
     assert 0.0 <= _lvis_results(tmp_path)["segm"]["APr"] <= 100.0
 

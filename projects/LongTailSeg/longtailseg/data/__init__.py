@@ -1,4 +1,5 @@
-"""Datasets: the synthetic long-tailed sets (registered on import), label checks, class counts."""
+"""Datasets: the synthetic long-tailed sets (registered on import), loaders with label checks,
+and the class statistics of a training split."""
 from .datasets import (  # noqa: F401
     SYNTHETIC_DATASETS,
     get_dataset_dicts_checked,
@@ -7,5 +8,6 @@ from .datasets import (  # noqa: F401
     register_synthetic_datasets,
 )
 from .labels import check_label_values  # noqa: F401
+from .class_counting import class_stats_from_config, resolve_class_stats  # noqa: F401
 
 register_synthetic_datasets()

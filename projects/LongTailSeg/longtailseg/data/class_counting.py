@@ -1,10 +1,13 @@
-"""Counting classes over a registered training split, for ``tools/compute_class_stats.py`` and
-for the statistics a config computes on first use (``MODEL.LONG_TAIL.CLASS_STATS = ""``)."""
+"""Class statistics of a registered training split: counting them (``tools/compute_class_stats.py``)
+and resolving, once per run, which statistics file a config uses (``resolve_class_stats``).
+"""
+import hashlib
 import json
 import logging
-import os
-from collections import Counter
 import multiprocessing
+import os
+import shutil
+from collections import Counter
 
 import numpy as np
 from PIL import Image
@@ -13,8 +16,9 @@ from tqdm import tqdm
 from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
-from ..errors import ClassStatsError
+from ..errors import ClassStatsError, ConfigError
 from ..longtail import class_stats as cs
+from ..longtail.losses import loss_needs_class_counts
 from .datasets import get_dataset_dicts_checked, prepare_dataset
 from .labels import check_label_values
 
@@ -73,6 +77,7 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
         groups=groups,
         group_rule=f"share of training pixels: head > {head_ratio:g}, tail < {tail_ratio:g}",
         num_images=len(jobs),
+        data_fingerprint=sem_seg_fingerprint(dicts),
     )
 
 
@@ -98,6 +103,7 @@ def count_lvis(dataset_name, progress=True):
         groups=cs.split_by_lvis_frequency([c["frequency"] for c in categories]),
         group_rule="LVIS frequency field: f -> head, c -> body, r -> tail",
         num_images=len(dicts),
+        data_fingerprint=lvis_fingerprint(metadata.json_file),
     )
 
 
@@ -142,33 +148,144 @@ def dataset_class_names(dataset_name):
     return list(getattr(metadata, "stuff_classes", None) or metadata.thing_classes)
 
 
-def load_or_compute_class_stats(cfg):
-    """The statistics a config uses: ``MODEL.LONG_TAIL.CLASS_STATS`` if set (checked against the
-    first training set), else counted once on the main process and cached in
-    ``OUTPUT_DIR/class_stats.json``."""
+def sem_seg_fingerprint(dicts):
+    """What sem-seg counts are computed from: the label files' names (relative to their common
+    folder, so a copy of the data elsewhere matches) and sizes. Reading sizes, not pixels, keeps
+    the check cheap; data regenerated or replaced changes it."""
+    paths = sorted(d["sem_seg_file_name"] for d in dicts)
+    root = os.path.commonpath(paths) if paths else ""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(f"{os.path.relpath(path, root)}:{os.path.getsize(path)}\n".encode())
+    return {"label_files": len(paths), "label_root": root, "names_and_sizes_sha1": digest.hexdigest()}
+
+
+def lvis_fingerprint(json_file):
+    """What LVIS counts are computed from: the annotation file's name and size."""
+    return {"json_file": os.path.basename(json_file), "json_size": os.path.getsize(json_file)}
+
+
+def current_fingerprint(dataset_name):
+    """The fingerprint of the data ``dataset_name`` has now (lists files, reads no label)."""
+    metadata = prepare_dataset(dataset_name)
+    if getattr(metadata, "evaluator_type", None) == "lvis" or hasattr(metadata, "json_file"):
+        return lvis_fingerprint(metadata.json_file)
+    return sem_seg_fingerprint(get_dataset_dicts_checked(dataset_name))
+
+
+def _same_data(fingerprint, current):
+    # The root folder is informative only: the same files elsewhere are the same data.
+    ignore = {"label_root"}
+    return ({k: v for k, v in fingerprint.items() if k not in ignore}
+            == {k: v for k, v in current.items() if k not in ignore})
+
+
+def long_tail_needs_class_counts(cfg):
+    """True when MODEL.LONG_TAIL asks for class counts (BLV, GRW or a count-based loss)."""
+    long_tail = cfg.MODEL.LONG_TAIL
+    try:
+        loss_counts = loss_needs_class_counts(long_tail.LOSS.NAME)
+    except KeyError as e:
+        raise ConfigError(f"MODEL.LONG_TAIL.LOSS.NAME: {e.args[0]}") from None
+    return long_tail.BLV.ENABLED or long_tail.GRW.ENABLED or loss_counts
+
+
+def class_stats_needed(cfg):
+    """Semantic segmentation always (evaluator groups, MEDOE's experts, the label check of the
+    count); instance segmentation when the long-tail box predictor reads class counts."""
+    if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
+        return True
+    return cfg.MODEL.ROI_HEADS.NAME == "LongTailStandardROIHeads" and long_tail_needs_class_counts(cfg)
+
+
+def class_stats_from_config(cfg):
+    """The statistics file MODEL.LONG_TAIL.CLASS_STATS names (heads and evaluators only load)."""
+    path = cfg.MODEL.LONG_TAIL.CLASS_STATS
+    if not path:
+        raise ClassStatsError(
+            "MODEL.LONG_TAIL.CLASS_STATS is empty but this model needs class statistics; "
+            "tools/train_net.py fills it in before building the model (counting the training split "
+            "once), a script of your own calls longtailseg.data.resolve_class_stats(cfg) first, or "
+            "set it to a file made by tools/compute_class_stats.py"
+        )
+    return cs.load(path)
+
+
+def _usable(path, dataset_name, current=None):
+    """(stats, None) when ``path`` holds statistics of ``dataset_name`` (and of the data
+    ``current`` fingerprints, when given), else (None, why not)."""
+    if not os.path.isfile(path):
+        return None, "absent"
+    try:
+        stats = cs.load(path)
+        cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, path)
+    except ClassStatsError as e:
+        return None, str(e)
+    if stats.dataset != dataset_name:
+        return None, f"counted on {stats.dataset}, not {dataset_name}"
+    if current is not None and not _same_data(stats.data_fingerprint, current):
+        return None, (f"counted from other data ({stats.data_fingerprint or 'no record of it'}) "
+                      f"than {dataset_name} has now ({current})")
+    return stats, None
+
+
+def resolve_class_stats(cfg):
+    """Decide once which class statistics the run uses and write the path into
+    ``cfg.MODEL.LONG_TAIL.CLASS_STATS`` (``cfg`` must not be frozen yet); returns the path, or
+    "" when the config needs none.
+
+    * MODEL.LONG_TAIL.CLASS_STATS set: that file, checked against DATASETS.TRAIN[0]'s classes.
+    * Otherwise, in order: the ``class_stats.json`` beside a local MODEL.WEIGHTS (the statistics
+      of the run that made the weights: stage 2 and ``--eval-only`` reuse them without reading a
+      training label); ``OUTPUT_DIR/class_stats.json`` when it was counted from the data the
+      training split has now (label file names and sizes); else the split is counted, which
+      also checks every training label. The result is kept as ``OUTPUT_DIR/class_stats.json``.
+
+    The main process decides and writes; the others wait and read the same path.
+    """
+    if not class_stats_needed(cfg):
+        return ""
+    long_tail = cfg.MODEL.LONG_TAIL
     dataset_name = cfg.DATASETS.TRAIN[0]
-    lt = cfg.MODEL.LONG_TAIL
-    if lt.CLASS_STATS:
-        stats = cs.load(lt.CLASS_STATS)
-        cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, lt.CLASS_STATS)
-        return stats
+    if long_tail.CLASS_STATS:
+        path = long_tail.CLASS_STATS
+        stats = cs.load(path)
+        cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, path)
+        logger.info(f"class statistics: {path} (MODEL.LONG_TAIL.CLASS_STATS)")
+        return path
     cache = os.path.join(cfg.OUTPUT_DIR, "class_stats.json")
     if comm.is_main_process():
-        stats = None
-        if os.path.isfile(cache):
-            try:
-                stats = cs.load(cache)
-                cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, cache)
-                if stats.dataset != dataset_name:
-                    stats = None
-            except ClassStatsError as e:
-                logger.warning(f"recomputing the cached class statistics: {e}")
-                stats = None
-        if stats is None:
-            logger.info(f"counting classes of {dataset_name} (cached in {cache})")
-            stats = compute_class_stats(
-                dataset_name, lt.HEAD_RATIO, lt.TAIL_RATIO, cfg.DATALOADER.CLASS_STATS_WORKERS
-            )
-            cs.save(stats, cache)
+        _resolve_into_cache(cfg, dataset_name, cache)
     comm.synchronize()
-    return cs.load(cache)
+    cfg.MODEL.LONG_TAIL.CLASS_STATS = cache
+    return cache
+
+
+def _resolve_into_cache(cfg, dataset_name, cache):
+    weights = cfg.MODEL.WEIGHTS
+    beside_weights = os.path.join(os.path.dirname(weights), "class_stats.json") if weights else ""
+    if beside_weights and os.path.isfile(weights) and os.path.abspath(beside_weights) != os.path.abspath(cache):
+        stats, why_not = _usable(beside_weights, dataset_name)
+        if stats is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+            tmp = f"{cache}.tmp{os.getpid()}"
+            shutil.copyfile(beside_weights, tmp)
+            os.replace(tmp, cache)
+            logger.info(f"class statistics: {cache} (copied from {beside_weights}, the run that "
+                        "made MODEL.WEIGHTS)")
+            return
+        if why_not != "absent":
+            logger.warning(f"not using {beside_weights}: {why_not}")
+    current = current_fingerprint(dataset_name)
+    stats, why_not = _usable(cache, dataset_name, current)
+    if stats is not None:
+        logger.info(f"class statistics: {cache} (cached; counted from the same {dataset_name} data)")
+        return
+    if why_not != "absent":
+        logger.warning(f"counting {dataset_name} again instead of using {cache}: {why_not}")
+    logger.info(f"counting classes of {dataset_name} (kept in {cache})")
+    long_tail = cfg.MODEL.LONG_TAIL
+    stats = compute_class_stats(dataset_name, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO,
+                                cfg.DATALOADER.CLASS_STATS_WORKERS)
+    cs.save(stats, cache)
+    logger.info(f"class statistics: {cache} (counted over {stats.num_images} images of {dataset_name})")

@@ -16,10 +16,20 @@ from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
 from detectron2.data.datasets.lvis import load_lvis_json
 
 from ..errors import DatasetError
-from .synthetic import read_synthetic_classes
+from .synthetic.layout import read_synthetic_classes
 
-SPLITS = {"train": ("training", "train", "train2017"), "val": ("validation", "val", "val2017")}
 SYNTHETIC_FOLDER = "synthetic"
+# The synthetic sets: name -> (on-disk layout, split). Each layout's evaluator_type is set when
+# the set is registered; the class names when synthetic_classes.json exists.
+SYNTHETIC_SPLITS = {
+    f"synthetic_{layout}_{split}": (layout, split)
+    for layout in ("ade_sem_seg", "cityscapes_sem_seg", "lvis")
+    for split in ("train", "val")
+}
+SYNTHETIC_DATASETS = list(SYNTHETIC_SPLITS)
+_EVALUATOR_TYPES = {"ade_sem_seg": "sem_seg", "cityscapes_sem_seg": "sem_seg", "lvis": "lvis"}
+# Folder names of each split in the three layouts (ADEChallengeData2016, Cityscapes, COCO images).
+_SPLIT_FOLDERS = {"train": ("training", "train", "train2017"), "val": ("validation", "val", "val2017")}
 
 
 def _default_root():
@@ -34,94 +44,64 @@ def _require_path(path, root):
         )
 
 
-def _synthetic_paths(root, split):
-    ade_split, cityscapes_split, coco_split = SPLITS[split]
-    ade = os.path.join(root, "ADEChallengeData2016")
-    return {
-        "ade_images": os.path.join(ade, "images", ade_split),
-        "ade_labels": os.path.join(ade, "annotations_detectron2", ade_split),
-        "cityscapes_images": os.path.join(root, "cityscapes", "leftImg8bit", cityscapes_split),
-        "cityscapes_labels": os.path.join(root, "cityscapes", "gtFine", cityscapes_split),
-        "lvis_json": os.path.join(root, "lvis", f"lvis_v1_{split}.json"),
-        "lvis_images": os.path.join(root, "coco") + os.sep,
-    }
+def _synthetic_paths(root, layout, split):
+    """(image folder, label folder or LVIS json) of one synthetic set."""
+    ade_split, cityscapes_split, coco_split = _SPLIT_FOLDERS[split]
+    if layout == "ade_sem_seg":
+        ade = os.path.join(root, "ADEChallengeData2016")
+        return (os.path.join(ade, "images", ade_split),
+                os.path.join(ade, "annotations_detectron2", ade_split))
+    if layout == "cityscapes_sem_seg":
+        return (os.path.join(root, "cityscapes", "leftImg8bit", cityscapes_split),
+                os.path.join(root, "cityscapes", "gtFine", cityscapes_split))
+    # load_lvis_json joins image_root and the path relative to coco/ in each image's coco_url.
+    return os.path.join(root, "coco") + os.sep, os.path.join(root, "lvis", f"lvis_v1_{split}.json")
 
 
-def _load_synthetic(kind, name, root, split):
+def _load_synthetic(name, root):
     """Dataset function: check the files first (one-line error), then Detectron2's loader."""
-    paths = _synthetic_paths(root, split)
-    set_synthetic_metadata(name, root)
-    if kind == "ade":
-        _require_path(paths["ade_images"], root)
-        _require_path(paths["ade_labels"], root)
-        return load_sem_seg(paths["ade_labels"], paths["ade_images"], gt_ext="png", image_ext="jpg")
-    if kind == "cityscapes":
-        _require_path(paths["cityscapes_images"], root)
-        _require_path(paths["cityscapes_labels"], root)
-        return load_cityscapes_semantic(paths["cityscapes_images"], paths["cityscapes_labels"])
-    _require_path(paths["lvis_json"], root)
-    return load_lvis_json(paths["lvis_json"], paths["lvis_images"], dataset_name=None)
+    layout, split = SYNTHETIC_SPLITS[name]
+    images, labels = _synthetic_paths(root, layout, split)
+    _set_synthetic_class_names(name, root)
+    _require_path(labels, root)
+    if layout == "lvis":
+        return load_lvis_json(labels, images, dataset_name=None)
+    _require_path(images, root)
+    if layout == "ade_sem_seg":
+        return load_sem_seg(labels, images, gt_ext="png", image_ext="jpg")
+    return load_cityscapes_semantic(images, labels)
 
 
-def _synthetic_kind(name):
-    return name.split("_")[1]  # synthetic_{ade,cityscapes,lvis}_...
-
-
-def set_synthetic_metadata(name, root):
-    """Class names and paths from ``synthetic_classes.json``, set once the data exists."""
+def _set_synthetic_class_names(name, root):
+    """Class names and colours from ``synthetic_classes.json``, once the data exists."""
     metadata = MetadataCatalog.get(name)
-    if hasattr(metadata, "evaluator_type"):
-        return metadata
-    classes = read_synthetic_classes(root)  # DatasetError naming the file and the fix
-    split = name.rsplit("_", 1)[1]
-    paths = _synthetic_paths(root, split)
-    kind = _synthetic_kind(name)
-    if kind in ("ade", "cityscapes"):
-        image_root = paths[f"{kind}_images"]
-        gt_root = paths[f"{kind}_labels"]
-        metadata.set(
-            stuff_classes=list(classes["stuff_classes"]),
-            stuff_colors=[tuple(c) for c in classes["stuff_colors"]],
-            image_root=image_root,
-            sem_seg_root=gt_root,
-            ignore_label=255,
-            evaluator_type="sem_seg",
-        )
-    else:
-        metadata.set(
-            thing_classes=list(classes["thing_classes"]),
-            thing_colors=[tuple(c) for c in classes["thing_colors"]],
-            json_file=paths["lvis_json"],
-            image_root=paths["lvis_images"],
-            evaluator_type="lvis",
-        )
+    kind = "thing" if SYNTHETIC_SPLITS[name][0] == "lvis" else "stuff"
+    if not hasattr(metadata, f"{kind}_classes"):
+        classes = read_synthetic_classes(root)  # DatasetError naming the file and the fix
+        metadata.set(**{f"{kind}_classes": list(classes[f"{kind}_classes"]),
+                        f"{kind}_colors": [tuple(c) for c in classes[f"{kind}_colors"]]})
     return metadata
 
 
-SYNTHETIC_DATASETS = [
-    f"synthetic_{kind}_{split}"
-    for kind in ("ade_sem_seg", "cityscapes_sem_seg", "lvis")
-    for split in ("train", "val")
-]
-
-
 def register_synthetic_datasets(root=None):
-    """(Re-)register the synthetic sets from ``root`` (default ``$DETECTRON2_DATASETS/synthetic``).
+    """(Re-)register the synthetic sets from ``root`` (default ``$DETECTRON2_DATASETS/synthetic``)
+    with their metadata; class names are added when ``synthetic_classes.json`` exists.
 
     Calling it again with another root replaces the earlier registration.
     """
     root = os.path.abspath(root or _default_root())
-    for name in SYNTHETIC_DATASETS:
+    for name, (layout, split) in SYNTHETIC_SPLITS.items():
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-        split = name.rsplit("_", 1)[1]
-        DatasetCatalog.register(
-            name, functools.partial(_load_synthetic, _synthetic_kind(name), name, root, split)
-        )
-        MetadataCatalog.get(name).set(synthetic_root=root)
+        DatasetCatalog.register(name, functools.partial(_load_synthetic, name, root))
+        images, labels = _synthetic_paths(root, layout, split)
+        location = ({"json_file": labels} if layout == "lvis"
+                    else {"sem_seg_root": labels, "ignore_label": 255})
+        MetadataCatalog.get(name).set(synthetic_root=root, image_root=images,
+                                      evaluator_type=_EVALUATOR_TYPES[layout], **location)
         if os.path.isfile(os.path.join(root, "synthetic_classes.json")):
-            set_synthetic_metadata(name, root)
+            _set_synthetic_class_names(name, root)
     return root
 
 
@@ -133,8 +113,8 @@ def prepare_dataset(name):
             f"(e.g. ade20k_sem_seg_train, lvis_v1_train) or {', '.join(SYNTHETIC_DATASETS)}"
         )
     metadata = MetadataCatalog.get(name)
-    if name in SYNTHETIC_DATASETS:
-        set_synthetic_metadata(name, metadata.synthetic_root)
+    if name in SYNTHETIC_SPLITS:
+        _set_synthetic_class_names(name, metadata.synthetic_root)
     return metadata
 
 

@@ -1,2 +1,3 @@
-"""Training glue: the Trainer's building blocks and a launcher that also runs CPU processes."""
+"""Training glue: stage-2 freezing and checkpoint loading, hooks, and a launcher that also runs
+CPU processes."""
 from .launch import launch  # noqa: F401

@@ -1,14 +1,18 @@
 """Second stages (DisAlign, MEDOE's ensemble, MOE): freeze the stage-1 model, train a few parameters.
 
-Freezing means no gradient for stage-1 parameters *and* no BatchNorm statistics updates: every
-BatchNorm (SyncBN, naiveSyncBN) becomes Detectron2's FrozenBatchNorm2d, which normalises with the
-stage-1 running statistics in training as in evaluation (the DisAlign authors' segmentation code
-left BatchNorm in training mode, so its statistics kept moving).
+Freezing makes the stage-1 part behave as in evaluation, in this one place for every stage 2:
+no gradient for its parameters; every BatchNorm (SyncBN, naiveSyncBN) becomes Detectron2's
+FrozenBatchNorm2d, which normalises with the stage-1 running statistics (the DisAlign authors'
+segmentation code left BatchNorm in training mode, so its statistics kept moving); and every
+dropout outside the trained modules becomes the identity, as in evaluation, so the trained
+parameters see the features the model will have at test time.
 """
 import logging
 import os
 
-from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+from torch.nn.modules.dropout import _DropoutNd
+
 from detectron2.layers import FrozenBatchNorm2d
 
 from ..errors import ConfigError
@@ -23,6 +27,15 @@ def freeze_all_but(model, trainable_prefixes):
     """
     for name, child in list(model.named_children()):
         setattr(model, name, FrozenBatchNorm2d.convert_frozen_batchnorm(child))
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d) and getattr(module, "num_batches_tracked", None) is None:
+            module.register_load_state_dict_pre_hook(_drop_num_batches_tracked)
+    frozen_dropouts = [name for name, module in model.named_modules()
+                       if isinstance(module, _DropoutNd)
+                       and not any(f"{name}.".startswith(prefix) for prefix in trainable_prefixes)]
+    for name in frozen_dropouts:
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, nn.Identity())
     trainable = []
     for name, param in model.named_parameters():
         keep = any(name.startswith(prefix) for prefix in trainable_prefixes)
@@ -35,6 +48,12 @@ def freeze_all_but(model, trainable_prefixes):
             "enable the stage-2 module in the config (e.g. MODEL.LONG_TAIL.DISALIGN.ENABLED)"
         )
     return trainable
+
+
+def _drop_num_batches_tracked(module, state_dict, prefix, *args):
+    """FrozenBatchNorm2d keeps no batch counter: a stage-1 checkpoint's counter is not an
+    unexpected key (the load then lists exactly the new stage-2 parameters as missing)."""
+    state_dict.pop(prefix + "num_batches_tracked", None)
 
 
 def is_medoe_stage2(cfg):
@@ -62,7 +81,7 @@ def stage2_trainable_prefixes(model):
 def prepare_stage2_model(model):
     """Freeze a freshly built model for its second stage; logs what stays trainable."""
     trainable = freeze_all_but(model, stage2_trainable_prefixes(model))
-    logger.info(f"stage 2: everything frozen (BatchNorm statistics too) but {trainable}")
+    logger.info(f"stage 2: everything frozen (BatchNorm statistics too, dropout off) but {trainable}")
     return model
 
 
@@ -84,20 +103,3 @@ def check_stage1_weights(cfg, resuming):
         + ("is empty" if not weights else "does not exist")
         + f"; {how}, or set MODEL.WEIGHTS to its model_final.pth"
     )
-
-
-class StageTwoCheckpointer(DetectionCheckpointer):
-    """Loads stage-1 checkpoints into frozen models without noise in the log.
-
-    FrozenBatchNorm2d has no ``num_batches_tracked`` buffer, so those stage-1 keys are dropped
-    before loading; the log then lists exactly the new stage-2 parameters as missing.
-    """
-
-    def _load_model(self, checkpoint):
-        own_keys = set(self.model.state_dict().keys())
-        checkpoint["model"] = {
-            k: v
-            for k, v in checkpoint["model"].items()
-            if not (k.endswith("num_batches_tracked") and k not in own_keys)
-        }
-        return super()._load_model(checkpoint)

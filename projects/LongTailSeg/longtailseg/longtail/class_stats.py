@@ -44,6 +44,9 @@ class ClassStats:
     group_rule: str
     num_images: int
     source: str = "counted over the training split"
+    # What the counts were computed from (see data/class_counting.py ``data_fingerprint``): a
+    # cached file whose fingerprint differs from the data's is counted again.
+    data_fingerprint: Dict = field(default_factory=dict)
     extra: Dict = field(default_factory=dict)
 
     @property
@@ -156,6 +159,7 @@ def load(path: str) -> ClassStats:
         group_rule=data.get("group_rule", ""),
         num_images=int(data.get("num_images", 0)),
         source=data.get("source", ""),
+        data_fingerprint=data.get("data_fingerprint", {}),
         extra=data.get("extra", {}),
     )
 

@@ -171,10 +171,10 @@ class MOEDecisionMaker(nn.Module):
     ``decision_logits`` (0 for the others). At initialisation (a = 1, b = 0, equal weights) P is
     the normalised geometric mean of the owning experts' probabilities.
 
-    Log space because the first, linear form (P proportional to sum_k w (a p + b)) diverged on the
-    synthetic set: d(-log P_c)/d b_c ~ 1 / S_c is unbounded where the experts give class c a
-    probability near 0, and one step drove a tail class's shift to 34, so that class was predicted
-    everywhere (head mACC 59.8, body 0). Here every gradient of the CE is bounded.
+    Log space keeps every gradient of the CE bounded. In the linear form P_c proportional to
+    sum_k w_kc (a_kc p_kc + b_kc), d(-log P_c)/d b_c ~ 1 / S_c is unbounded where the experts give
+    class c a probability near 0: on the synthetic set one step drove a tail class's shift to 34
+    and that class was predicted everywhere.
     """
 
     def __init__(self, masks: torch.Tensor):

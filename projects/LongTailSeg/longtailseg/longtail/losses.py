@@ -10,13 +10,37 @@ Per-class quantities derived from the class counts are non-persistent buffers: t
 module's device but are not saved in checkpoints (they are recomputed from the class statistics).
 """
 import warnings
-from typing import Dict, Optional, Sequence, Type
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fvcore.common.registry import Registry
 
 from .class_stats import positive_counts
+
+
+class LossRegistry(Registry):
+    """fvcore's ``Registry`` whose ``register`` also takes the name the config uses:
+    ``@LOSS_REGISTRY.register("CE")``; plain ``@LOSS_REGISTRY.register()`` registers a class under
+    its own name, as Detectron2's registries do."""
+
+    def register(self, obj=None):
+        if isinstance(obj, str):
+            def deco(loss_class):
+                self._do_register(obj, loss_class)
+                return loss_class
+            return deco
+        return super().register(obj)
+
+
+LOSS_REGISTRY = LossRegistry("LONG_TAIL_LOSS")
+LOSS_REGISTRY.__doc__ = """Classification losses, by the name MODEL.LONG_TAIL.LOSS.NAME gives.
+
+A registered class takes ``(class_counts=None, ignore_index=255, **options)``, has a class attribute
+``needs_class_counts`` and a classmethod ``options_from_config(loss_cfg)`` that reads its options
+from MODEL.LONG_TAIL.LOSS (subclass :class:`ClassificationLoss` to get both).
+"""
 
 
 def _valid_elements(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int):
@@ -62,6 +86,11 @@ class ClassificationLoss(nn.Module):
         if self.needs_class_counts and class_counts is None:
             raise ValueError(f"{type(self).__name__} needs the class counts")
         self.ignore_index = ignore_index
+
+    @classmethod
+    def options_from_config(cls, loss_cfg) -> dict:
+        """Keyword arguments of ``__init__`` from MODEL.LONG_TAIL.LOSS (none by default)."""
+        return {}
 
     def element_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Loss of each labelled row (R, C) -> (R,); each registered loss defines it."""
@@ -114,6 +143,7 @@ class TargetLogProbLoss(ClassificationLoss):
         return self.reduce(losses, labels, valid.reshape(-1), logits)
 
 
+@LOSS_REGISTRY.register("CE")
 class CrossEntropyLoss(ClassificationLoss):
     """Softmax cross-entropy, optionally class-weighted.
 
@@ -130,8 +160,13 @@ class CrossEntropyLoss(ClassificationLoss):
         return per_element.sum() / valid.clamp(min=1)
 
 
+@LOSS_REGISTRY.register("Focal")
 class FocalLoss(TargetLogProbLoss):
     """Softmax focal loss (Lin et al. 2017, eq. 5 without alpha): -(1 - p_y)^gamma log p_y."""
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(gamma=loss_cfg.FOCAL_GAMMA)
 
     def __init__(self, class_counts=None, ignore_index=255, gamma: float = 2.0):
         super().__init__(class_counts, ignore_index)
@@ -141,10 +176,15 @@ class FocalLoss(TargetLogProbLoss):
         return -(1.0 - log_p.exp()).pow(self.gamma) * log_p
 
 
+@LOSS_REGISTRY.register("CB")
 class ClassBalancedLoss(ClassificationLoss):
     """Class-balanced CE (Cui et al. 2019, eq. 8): CE weighted by ``effective_number_weights``."""
 
     needs_class_counts = True
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(beta=loss_cfg.CB_BETA)
 
     def __init__(self, class_counts=None, ignore_index=255, beta: float = 0.9999):
         super().__init__(class_counts, ignore_index)
@@ -156,8 +196,13 @@ class ClassBalancedLoss(ClassificationLoss):
         return self.cb_weights.to(ce)[targets] * ce
 
 
+@LOSS_REGISTRY.register("CBFocal")
 class ClassBalancedFocalLoss(ClassBalancedLoss):
     """Class-balanced focal loss (Cui et al. 2019, sec. 4): CB weights times softmax focal."""
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(beta=loss_cfg.CB_BETA, gamma=loss_cfg.FOCAL_GAMMA)
 
     def __init__(self, class_counts=None, ignore_index=255, beta: float = 0.9999, gamma: float = 2.0):
         super().__init__(class_counts, ignore_index, beta)
@@ -167,6 +212,7 @@ class ClassBalancedFocalLoss(ClassBalancedLoss):
         return self.cb_weights.to(logits)[targets] * self.focal.element_losses(logits, targets)
 
 
+@LOSS_REGISTRY.register("BMS")
 class BalancedSoftmaxLoss(ClassificationLoss):
     """Balanced softmax (Ren et al. 2020, eq. 4): CE on z_c + log n_c. The log prior
     log(n_c / sum n) is used instead of log n_c: softmax ignores the constant shift."""
@@ -181,11 +227,16 @@ class BalancedSoftmaxLoss(ClassificationLoss):
         return F.cross_entropy(logits + self.log_prior.to(logits), targets, reduction="none")
 
 
+@LOSS_REGISTRY.register("LA")
 class LogitAdjustedLoss(ClassificationLoss):
     """Logit-adjusted loss (Menon et al. 2021, eq. 10): CE on z_c + tau * log r_c, r_c the
     class prior n_c / sum n."""
 
     needs_class_counts = True
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(tau=loss_cfg.LA_TAU)
 
     def __init__(self, class_counts=None, ignore_index=255, tau: float = 1.0):
         super().__init__(class_counts, ignore_index)
@@ -196,6 +247,7 @@ class LogitAdjustedLoss(ClassificationLoss):
         return F.cross_entropy(logits + self.tau * self.log_prior.to(logits), targets, reduction="none")
 
 
+@LOSS_REGISTRY.register("LDAM")
 class LDAMLoss(ClassificationLoss):
     """LDAM (Cao et al. 2019, eq. 13): CE on s * (z - m_y e_y), m_c proportional to n_c^(-1/4)
     with the largest margin equal to ``max_margin``.
@@ -208,6 +260,12 @@ class LDAMLoss(ClassificationLoss):
     """
 
     needs_class_counts = True
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(max_margin=loss_cfg.LDAM_MAX_MARGIN, scale=loss_cfg.LDAM_SCALE,
+                    drw_start=loss_cfg.LDAM_DRW_START if loss_cfg.LDAM_DRW_START >= 0 else None,
+                    drw_beta=loss_cfg.LDAM_DRW_BETA)
 
     def __init__(self, class_counts=None, ignore_index=255, max_margin: float = 0.5,
                  scale: float = 30.0, drw_start: Optional[int] = None, drw_beta: float = 0.9999):
@@ -229,6 +287,7 @@ class LDAMLoss(ClassificationLoss):
         return ce
 
 
+@LOSS_REGISTRY.register("Seesaw")
 class SeesawLoss(ClassificationLoss):
     """Seesaw loss (Wang et al. 2021, eqs. 2-4): CE with each negative logit z_j of an element of
     class i shifted by log S_ij, S_ij = M_ij * C_ij,
@@ -240,6 +299,10 @@ class SeesawLoss(ClassificationLoss):
     """
 
     needs_class_counts = True
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(p=loss_cfg.SEESAW_P, q=loss_cfg.SEESAW_Q)
 
     def __init__(self, class_counts=None, ignore_index=255, p: float = 0.8, q: float = 2.0):
         super().__init__(class_counts, ignore_index)
@@ -257,6 +320,7 @@ class SeesawLoss(ClassificationLoss):
         return F.cross_entropy(logits + log_mitigation + log_compensation, targets, reduction="none")
 
 
+@LOSS_REGISTRY.register("PAT")
 class PATLoss(TargetLogProbLoss):
     """Pixel-wise adaptive training, the authors' released form (their ``ina`` loss):
     p = softmax(z / tau), beta_c = 1/2 exp(K (1 - p_c)), loss = mean over (elements, classes) of
@@ -275,6 +339,12 @@ class PATLoss(TargetLogProbLoss):
     """
 
     _bound_warned = False  # class-level: one warning per process
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(tau=loss_cfg.PAT_TAU, constant=loss_cfg.PAT_CONSTANT or None,
+                    detach_beta=loss_cfg.PAT_DETACH_BETA, max_exponent=loss_cfg.PAT_MAX_EXPONENT,
+                    homogenize=loss_cfg.PAT_HOMOGENIZE)
 
     def __init__(self, class_counts=None, ignore_index=255, tau: float = 1.0,
                  constant: Optional[float] = None, detach_beta: bool = False,
@@ -321,31 +391,24 @@ class PATLoss(TargetLogProbLoss):
         return image_losses.sum() / (present > 0).sum().clamp(min=1)
 
 
-LOSSES: Dict[str, Type[ClassificationLoss]] = {
-    "CE": CrossEntropyLoss,
-    "Focal": FocalLoss,
-    "CB": ClassBalancedLoss,
-    "CBFocal": ClassBalancedFocalLoss,
-    "BMS": BalancedSoftmaxLoss,
-    "LA": LogitAdjustedLoss,
-    "LDAM": LDAMLoss,
-    "Seesaw": SeesawLoss,
-    "PAT": PATLoss,
-}
-
-
-def _loss_class(name: str) -> Type[ClassificationLoss]:
-    if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name]
+def _loss_class(name: str):
+    if name not in LOSS_REGISTRY:
+        raise KeyError(f"unknown loss {name!r}; choose one of {sorted(n for n, _ in LOSS_REGISTRY)}")
+    return LOSS_REGISTRY.get(name)
 
 
 def loss_needs_class_counts(name: str) -> bool:
     return _loss_class(name).needs_class_counts
 
 
+def loss_options(name: str, loss_cfg) -> dict:
+    """Keyword arguments of loss ``name`` read from MODEL.LONG_TAIL.LOSS (any attribute-access
+    config node)."""
+    return _loss_class(name).options_from_config(loss_cfg)
+
+
 def build_loss(name: str, class_counts: Optional[Sequence[float]] = None, ignore_index: int = 255,
                **options) -> ClassificationLoss:
-    """The loss ``name`` of ``LOSSES``; ``options`` are its keyword arguments (see its class).
+    """The loss registered as ``name``; ``options`` are its keyword arguments (see its class).
     Raises KeyError for an unknown name, ValueError if it needs class counts and has none."""
     return _loss_class(name)(class_counts=class_counts, ignore_index=ignore_index, **options)

@@ -1,9 +1,11 @@
 """FCN, PSPNet and OCRNet decode heads for long-tailed semantic segmentation.
 
 All three read the last of ``MODEL.SEM_SEG_HEAD.IN_FEATURES`` (res5 of the dilated ResNet) and
-share the DeepLabV3+ head's contract: ``decode`` gives the feature map the 1x1 classifier reads,
-``classify`` applies the classifier and DisAlign calibration, logits are upsampled to label
-resolution before ``long_tail_loss`` (so BLV, GRW and every loss act on them unchanged).
+share the DeepLabV3+ head's contract: ``decode`` gives the feature map the classifier reads,
+``classify`` applies dropout, the 1x1 classifier and DisAlign's calibration, and logits are
+upsampled to label resolution before the long-tail loss (so BLV, GRW and every loss act on them
+unchanged). DisAlign's confidence reads the decoded feature before the classifier's dropout, as
+the authors' heads do, so it is not noisy in training.
 """
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -15,7 +17,7 @@ from detectron2.layers import Conv2d, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ...errors import ConfigError
-from .long_tail import LongTailLogitsMixin
+from ..long_tail_classifier import LongTailClassifier
 
 # Dropout before the classifier, as in the three papers' public code (mmsegmentation's default).
 CLASSIFIER_DROPOUT = 0.1
@@ -29,25 +31,27 @@ def conv_norm_relu(in_channels, out_channels, kernel_size, norm):
     return conv
 
 
-class _LongTailDecodeHead(LongTailLogitsMixin, nn.Module):
-    """What the heads share: the 1x1 classifier, upsampling to input resolution and the losses.
+class _LongTailDecodeHead(nn.Module):
+    """What the heads share: dropout and the 1x1 classifier, the long-tail policy, upsampling to
+    input resolution and the losses.
 
     Subclasses build their layers, then call ``init_head`` and implement ``decode``.
     """
 
     def init_head(self, *, in_feature, stride, feature_channels, num_classes, ignore_value,
-                  loss_weight, long_tail):
+                  loss_weight, long_tail=None):
         self.in_feature = in_feature
         # Output stride of the input feature, from the backbone: the logits are upsampled by it
         # (COMMON_STRIDE belongs to DeepLabV3+'s res2 decoder and is not used here).
         self.stride = stride
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
+        self.dropout = nn.Dropout2d(CLASSIFIER_DROPOUT)
         self.predictor = nn.Conv2d(feature_channels, num_classes, kernel_size=1)
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.zeros_(self.predictor.bias)
-        self.init_long_tail(long_tail or {}, num_classes=num_classes,
-                            feature_channels=feature_channels)
+        self.long_tail = long_tail or LongTailClassifier(num_classes, feature_channels, spatial=True,
+                                                         ignore_value=ignore_value)
 
     @staticmethod
     def common_from_config(cfg, input_shape):
@@ -61,17 +65,18 @@ class _LongTailDecodeHead(LongTailLogitsMixin, nn.Module):
             "common": dict(
                 in_feature=in_feature,
                 stride=input_shape[in_feature].stride,
+                feature_channels=head.CONVS_DIM,
                 num_classes=head.NUM_CLASSES,
                 ignore_value=head.IGNORE_VALUE,
                 loss_weight=head.LOSS_WEIGHT,
-                long_tail=LongTailLogitsMixin.long_tail_from_config(cfg),
+                long_tail=LongTailClassifier(cfg, head.NUM_CLASSES, head.CONVS_DIM, spatial=True),
             ),
             "channels": head.CONVS_DIM,
             "norm": head.NORM,
         }
 
     def decode(self, features):
-        """The feature map the classifier reads; each registered head defines it."""
+        """The feature map the classifier reads (before its dropout); each head defines it."""
         raise NotImplementedError
 
     @property
@@ -80,7 +85,7 @@ class _LongTailDecodeHead(LongTailLogitsMixin, nn.Module):
         return self.stride
 
     def classify(self, decoded):
-        return self.calibrate(self.predictor(decoded), decoded)
+        return self.long_tail.calibrate(self.predictor(self.dropout(decoded)), decoded)
 
     def upsample(self, logits, targets=None):
         """To label resolution in training (the padded batch), else ``stride`` x the feature map;
@@ -98,7 +103,7 @@ class _LongTailDecodeHead(LongTailLogitsMixin, nn.Module):
 
     def losses(self, logits, targets):
         """Loss on logits already at label resolution (see ``forward``)."""
-        return {"loss_sem_seg": self.long_tail_loss(logits, targets) * self.loss_weight}
+        return {"loss_sem_seg": self.long_tail.loss(logits, targets) * self.loss_weight}
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -118,8 +123,7 @@ class LongTailFCNHead(_LongTailDecodeHead):
             for i in range(num_convs)
         ])
         self.fuse = conv_norm_relu(in_channels + channels, channels, 3, norm) if concat_input else None
-        self.dropout = nn.Dropout2d(CLASSIFIER_DROPOUT)
-        self.init_head(feature_channels=channels, **common)
+        self.init_head(**common)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -133,7 +137,7 @@ class LongTailFCNHead(_LongTailDecodeHead):
         y = self.convs(x)
         if self.fuse is not None:
             y = self.fuse(torch.cat([x, y], dim=1))
-        return self.dropout(y)
+        return y
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -163,8 +167,7 @@ class LongTailPSPHead(_LongTailDecodeHead):
         ])
         self.bottleneck = conv_norm_relu(in_channels + branch_channels * len(pool_scales),
                                          channels, 3, norm)
-        self.dropout = nn.Dropout2d(CLASSIFIER_DROPOUT)
-        self.init_head(feature_channels=channels, **common)
+        self.init_head(**common)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -178,7 +181,7 @@ class LongTailPSPHead(_LongTailDecodeHead):
             F.interpolate(branch(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
             for branch in self.branches
         ]
-        return self.dropout(self.bottleneck(torch.cat(pyramid, dim=1)))
+        return self.bottleneck(torch.cat(pyramid, dim=1))
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -223,8 +226,7 @@ class LongTailOCRHead(_LongTailDecodeHead):
         self.value = conv_norm_relu(channels, key_channels, 1, norm)
         self.context_up = conv_norm_relu(key_channels, channels, 1, norm)
         self.bottleneck = conv_norm_relu(2 * channels, channels, 1, norm)
-        self.dropout = nn.Dropout2d(CLASSIFIER_DROPOUT)
-        self.init_head(feature_channels=channels, **common)
+        self.init_head(**common)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -251,7 +253,7 @@ class LongTailOCRHead(_LongTailDecodeHead):
         context = torch.bmm(relation, value).transpose(1, 2).reshape(n, self.key_channels, h, w)
         context = self.context_up(context)
         augmented = self.bottleneck(torch.cat([context, pixels], dim=1))
-        return self.dropout(augmented), aux_logits
+        return augmented, aux_logits
 
     def decode(self, features):
         return self.decode_with_aux(features)[0]

@@ -6,11 +6,11 @@ from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.projects.deeplab import DeepLabV3PlusHead
 
-from .long_tail import LongTailLogitsMixin
+from ..long_tail_classifier import LongTailClassifier
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class LongTailDeepLabV3PlusHead(LongTailLogitsMixin, DeepLabV3PlusHead):
+class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
     """Detectron2's DeepLabV3+ head with the long-tail methods on its logits.
 
     * Image-level ASPP pooling over the whole feature map: Detectron2's head sizes the pooling
@@ -23,16 +23,21 @@ class LongTailDeepLabV3PlusHead(LongTailLogitsMixin, DeepLabV3PlusHead):
     """
 
     @configurable
-    def __init__(self, *args, long_tail=None, **kwargs):
+    def __init__(self, *args, long_tail: LongTailClassifier = None, **kwargs):
+        """``long_tail``: the long-tail policy of the logits (default: plain CE); the other
+        arguments are DeepLabV3PlusHead's."""
         super().__init__(*args, **kwargs)
-        self.init_long_tail(long_tail or {}, num_classes=self.predictor.out_channels,
-                            feature_channels=self.predictor.in_channels)
+        self.long_tail = long_tail or LongTailClassifier(
+            self.predictor.out_channels, self.predictor.in_channels, spatial=True,
+            ignore_value=self.ignore_value)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         ret["train_size"] = None  # -> nn.AdaptiveAvgPool2d(1) in ASPP's image pooling branch
-        ret["long_tail"] = cls.long_tail_from_config(cfg)
+        # The classifier reads the top decoder level (res2 with DeepLabV3+'s usual features).
+        ret["long_tail"] = LongTailClassifier(cfg, ret["num_classes"], ret["decoder_channels"][0],
+                                              spatial=True)
         return ret
 
     def decode(self, features):
@@ -65,9 +70,9 @@ class LongTailDeepLabV3PlusHead(LongTailLogitsMixin, DeepLabV3PlusHead):
         return self.common_stride
 
     def classify(self, decoded):
-        return self.calibrate(self.predictor(decoded), decoded)
+        return self.long_tail.calibrate(self.predictor(decoded), decoded)
 
     def losses(self, logits, targets):
         """Loss on logits already at label resolution (see ``forward``)."""
-        return {"loss_sem_seg": self.long_tail_loss(logits, targets) * self.loss_weight}
+        return {"loss_sem_seg": self.long_tail.loss(logits, targets) * self.loss_weight}
 

@@ -14,9 +14,20 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ...data.class_counting import load_or_compute_class_stats
+from ...data.class_counting import class_stats_from_config
 from ...errors import ConfigError
-from ...longtail import experts as E
+from ...longtail.experts import (
+    ENSEMBLES,
+    MOEDecisionMaker,
+    argmax_confidence,
+    expert_class_masks,
+    expert_losses,
+    expert_probabilities,
+    group_average,
+    moe_losses,
+    oracle_probabilities,
+    softmax_threshold,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +40,8 @@ class MEDOEHead(nn.Module):
     config; its contract is ``decode(features)`` -> feature map, ``classify(feature)`` ->
     logits, ``logits_stride``. Stage 1 trains every expert on its masked labels; only expert
     1 receives the backbone's features with their graph, the others read detached copies. With
-    ``ensemble == "MOE"`` the head is in stage 2: the experts are frozen and kept in eval mode
-    and only the decision-maker is trained. At inference the head returns class probabilities:
+    ``ensemble == "MOE"`` the head is in stage 2: the experts are frozen (as every stage 2
+    freezes, see ``engine/stage2.py``) and only the decision-maker is trained. At inference the head returns class probabilities:
     expert 1's (``"none"``), an ensemble's, or the oracle's (labels needed).
     """
 
@@ -40,8 +51,8 @@ class MEDOEHead(nn.Module):
                  ensemble: str = "none", softmax_threshold: float = 0.3,
                  tail_penalty_weight: float = 0.1, oracle: bool = False, loss_weight: float = 1.0):
         super().__init__()
-        if ensemble not in E.ENSEMBLES:
-            raise ConfigError(f"MODEL.MEDOE.ENSEMBLE={ensemble!r}; use one of {list(E.ENSEMBLES)}")
+        if ensemble not in ENSEMBLES:
+            raise ConfigError(f"MODEL.MEDOE.ENSEMBLE={ensemble!r}; use one of {list(ENSEMBLES)}")
         if len(experts) != expert_masks.shape[0]:
             raise ConfigError(f"{len(experts)} experts but {expert_masks.shape[0]} class sets")
         self.experts = nn.ModuleList(experts)
@@ -54,16 +65,17 @@ class MEDOEHead(nn.Module):
         self.tail_penalty_weight = tail_penalty_weight
         self.oracle = oracle
         self.loss_weight = loss_weight
-        self.decision_maker = E.MOEDecisionMaker(expert_masks) if ensemble == "MOE" else None
+        self.decision_maker = MOEDecisionMaker(expert_masks) if ensemble == "MOE" else None
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         medoe = cfg.MODEL.MEDOE
-        lt = cfg.MODEL.LONG_TAIL
+        long_tail = cfg.MODEL.LONG_TAIL
         if medoe.EXPERT_HEAD == cls.__name__:
             raise ConfigError("MODEL.MEDOE.EXPERT_HEAD must name an expert head, e.g. "
                               "LongTailDeepLabV3PlusHead, not MEDOEHead")
-        if lt.DISALIGN.ENABLED or lt.BLV.ENABLED or lt.GRW.ENABLED or lt.LOSS.NAME != "CE":
+        if (long_tail.DISALIGN.ENABLED or long_tail.BLV.ENABLED or long_tail.GRW.ENABLED
+                or long_tail.LOSS.NAME != "CE"):
             raise ConfigError(
                 "MEDOEHead trains its experts with their own loss (CE + MODEL.MEDOE.AUX_LOSS_WEIGHT "
                 "x (L2 + KL)); leave MODEL.LONG_TAIL.{LOSS.NAME, BLV, GRW, DISALIGN} at their defaults"
@@ -73,11 +85,11 @@ class MEDOEHead(nn.Module):
         except KeyError:
             raise ConfigError(f"MODEL.MEDOE.EXPERT_HEAD={medoe.EXPERT_HEAD!r} is not a registered "
                               "semantic-segmentation head") from None
-        stats = load_or_compute_class_stats(cfg)
+        stats = class_stats_from_config(cfg)
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         expert_groups = [groups.split("+") for groups in medoe.EXPERT_CLASS_GROUPS]
         try:
-            masks = E.expert_class_masks(stats.groups, expert_groups, num_classes)
+            masks = expert_class_masks(stats.groups, expert_groups, num_classes)
         except ValueError as e:
             raise ConfigError(f"MODEL.MEDOE.EXPERT_CLASS_GROUPS: {e}") from None
         tail = torch.zeros(num_classes, dtype=torch.bool)
@@ -108,12 +120,6 @@ class MEDOEHead(nn.Module):
     def is_stage2(self):
         return self.decision_maker is not None
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.is_stage2:  # frozen experts: no dropout, no BatchNorm updates in stage 2
-            self.experts.eval()
-        return self
-
     def expert_logits(self, features, size=None):
         """Each expert's logits (unmasked) at ``size``, or at its stride x the feature size."""
         outputs = []
@@ -129,15 +135,15 @@ class MEDOEHead(nn.Module):
         if self.training:
             if self.is_stage2:
                 with torch.no_grad():
-                    probs = E.expert_probabilities(self.expert_logits(features, size), self.expert_masks)
+                    probs = expert_probabilities(self.expert_logits(features, size), self.expert_masks)
                 return None, self.moe_losses(probs, targets)
             return None, self.expert_losses(self.expert_logits(features, size), targets)
-        probs = E.expert_probabilities(self.expert_logits(features, size), self.expert_masks)
+        probs = expert_probabilities(self.expert_logits(features, size), self.expert_masks)
         if self.oracle:
             if targets is None:
                 raise ConfigError("MODEL.MEDOE.ORACLE needs the test labels; evaluate a dataset "
                                   "with sem_seg_file_name (tools/train_net.py --eval-only loads them)")
-            return E.oracle_probabilities(probs, self.expert_masks, targets, self.ignore_value), {}
+            return oracle_probabilities(probs, self.expert_masks, targets, self.ignore_value), {}
         return self.combine(probs), {}
 
     def combine(self, probs):
@@ -146,21 +152,21 @@ class MEDOEHead(nn.Module):
         if self.ensemble == "MOE":
             return self.decision_maker(probs)
         if self.ensemble == "softmax_threshold":
-            return E.softmax_threshold(probs, self.expert_masks, self.softmax_threshold)
+            return softmax_threshold(probs, self.expert_masks, self.softmax_threshold)
         if self.ensemble == "argmax_confidence":
-            return E.argmax_confidence(probs)
-        return E.group_average(probs, self.expert_masks)
+            return argmax_confidence(probs)
+        return group_average(probs, self.expert_masks)
 
     def expert_losses(self, expert_logits, targets):
         losses = {}
         for k, (logits, mask) in enumerate(zip(expert_logits, self.expert_masks)):
-            ce, aux = E.expert_losses(logits, targets, mask, self.ignore_value)
+            ce, aux = expert_losses(logits, targets, mask, self.ignore_value)
             losses[f"loss_sem_seg_expert{k + 1}"] = ce * self.loss_weight
             losses[f"loss_aux_expert{k + 1}"] = aux * self.aux_loss_weight * self.loss_weight
         return losses
 
     def moe_losses(self, probs, targets):
-        ce, penalty = E.moe_losses(self.decision_maker(probs), targets, self.tail_classes,
+        ce, penalty = moe_losses(self.decision_maker(probs), targets, self.tail_classes,
                                    self.ignore_value)
         return {"loss_sem_seg_moe": ce * self.loss_weight,
                 "loss_tail_penalty": penalty * self.tail_penalty_weight * self.loss_weight}

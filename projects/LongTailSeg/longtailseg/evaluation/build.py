@@ -1,0 +1,56 @@
+"""The evaluators a config gets: long-tail semantic segmentation (plus Cityscapes' own metrics on
+Cityscapes), Detectron2's LVISEvaluator on LVIS."""
+import os
+
+from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, LVISEvaluator
+from detectron2.utils import comm
+
+from ..data import prepare_dataset
+from ..data.class_counting import class_stats_from_config
+from ..errors import DatasetError
+from ..io import write_json_atomically
+from .sem_seg_evaluation import LongTailSemSegEvaluator
+
+
+class SavedLVISEvaluator(LVISEvaluator):
+    """Detectron2's LVISEvaluator (AP, APr, APc, APf of bbox and segm) that also writes its
+    results to ``OUTPUT_DIR/inference/<dataset>/lvis_results.json``, as the semantic-segmentation
+    evaluator writes ``sem_seg_results.json`` (tools/compare_lvis_results.py reads it)."""
+
+    def evaluate(self):
+        results = super().evaluate()
+        if results and self._output_dir and comm.is_main_process():
+            write_json_atomically(results, os.path.join(self._output_dir, "lvis_results.json"))
+        return results
+
+
+def build_evaluator(cfg, dataset_name, output_folder=None):
+    """Long-tail sem-seg evaluator (+ Cityscapes' own on Cityscapes), LVISEvaluator on LVIS."""
+    output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    metadata = prepare_dataset(dataset_name)
+    evaluator_type = getattr(metadata, "evaluator_type", None)
+    if evaluator_type in ("sem_seg", "cityscapes_sem_seg"):
+        stats = class_stats_from_config(cfg)
+        evaluators = [
+            LongTailSemSegEvaluator(
+                dataset_name,
+                distributed=True,
+                output_dir=output_folder,
+                class_groups=stats.groups,
+                group_shares={g: stats.group_share(g) for g in stats.groups},
+                uniform_seed=cfg.TEST.UNIFORM.SEED if cfg.TEST.UNIFORM.ENABLED else None,
+            )
+        ]
+        if evaluator_type == "cityscapes_sem_seg":
+            evaluators.append(CityscapesSemSegEvaluator(dataset_name))
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+    if evaluator_type == "lvis":
+        # Tasks from the config: Detectron2 infers them from the predictions, and a model that
+        # predicts nothing (early in training) would then silently skip segm.
+        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        return SavedLVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
+                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+    raise DatasetError(
+        f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; LongTailSeg evaluates "
+        "sem_seg, cityscapes_sem_seg and lvis sets: fix DATASETS.TEST"
+    )

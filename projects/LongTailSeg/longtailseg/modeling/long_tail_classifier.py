@@ -1,0 +1,152 @@
+"""The long-tail policy around a classifier's logits, written once for pixels and for boxes.
+
+:class:`LongTailClassifier` holds what MODEL.LONG_TAIL configures: BLV in training, DisAlign
+calibration, GRW class weights and the loss of the registry. The semantic-segmentation heads
+(logits (N, C, H, W)) and the box predictor (logits (R, K + 1), background last) each hold one
+by composition and call ``calibrate`` on their logits and ``loss`` on them in training. The math
+is in ``longtailseg.longtail``; this module only reads the config and the class statistics.
+
+For boxes (``background_column=True``) the choices are the DisAlign authors' detection ones:
+only the K foreground logits are calibrated and varied, GRW weights the K foreground classes
+(background weight 1), and count-based losses get a background count from the sampler's
+positive fraction.
+"""
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+
+from ..data.class_counting import class_stats_from_config, long_tail_needs_class_counts
+from ..errors import ClassStatsError, ConfigError
+from ..longtail.calibration import DisAlignCalibration, generalized_reweighting
+from ..longtail.losses import build_loss, loss_needs_class_counts, loss_options
+from ..longtail.variation import LogitVariation
+
+# Losses whose class counts would make background (by far the most frequent "class" of the box
+# classifier) the most down-weighted one: CB's effective-number weights shrink its weight, and
+# Seesaw would mitigate the negative gradients background boxes put on every foreground class
+# (Seesaw's own detector avoids this with a separate objectness branch). Refused for boxes.
+UNSUITED_BOX_LOSSES = {
+    "CB": "its effective-number weights would give background the smallest weight",
+    "CBFocal": "its effective-number weights would give background the smallest weight",
+    "Seesaw": "it would mitigate the penalties that background boxes put on foreground classes",
+}
+SUITED_BOX_LOSSES = ("CE", "Focal", "PAT", "BMS", "LA", "LDAM")
+
+
+def counts_with_background(class_counts, positive_fraction):
+    """K foreground instance counts plus a background count for count-based losses (BMS, LA,
+    LDAM) on K + 1 columns: the background share of the sampled boxes is 1 - positive_fraction
+    when images have enough proposals, so background counts sum(n) (1 - f) / f."""
+    total = float(sum(class_counts))
+    return list(class_counts) + [total * (1.0 - positive_fraction) / positive_fraction]
+
+
+class LongTailClassifier(nn.Module):
+    """BLV, DisAlign, GRW and the loss for one classifier's logits.
+
+    Args:
+        num_classes: classes the policy acts on: C for pixels, K foreground classes for boxes.
+        feature_channels: channels of the feature the classifier reads (DisAlign's confidence).
+        spatial: True for pixel logits (N, C, H, W), False for box logits (R, K + 1).
+        background_column: the logits hold a last background column that the policy leaves
+            alone (box classifiers); its GRW weight is 1.
+        class_counts: training counts of the ``num_classes`` classes (BLV and GRW need them).
+        blv_sigma: BLV's sigma, or None for no BLV.
+        grw_rho: GRW's rho, or None for no class weights.
+        disalign: add DisAlign's calibration (stage 2 trains only it).
+        confidence_init_std: std of the calibration's confidence layer init.
+        loss: a loss of ``longtailseg.longtail.losses`` for the logits' columns; default CE.
+        ignore_value: the label of ignored elements (pixels; boxes have none: -1).
+    """
+
+    @configurable
+    def __init__(self, num_classes, feature_channels, *, spatial, background_column=False,
+                 class_counts=None, blv_sigma=None, grw_rho=None, disalign=False,
+                 confidence_init_std=0.01, loss=None, ignore_value=255):
+        super().__init__()
+        if (blv_sigma is not None or grw_rho is not None) and class_counts is None:
+            raise ValueError("BLV and GRW need the class counts")
+        self.num_classes = num_classes
+        self.background_column = background_column
+        self.variation = LogitVariation(class_counts, blv_sigma) if blv_sigma is not None else None
+        weights = None
+        if grw_rho is not None:
+            weights = generalized_reweighting(class_counts, grw_rho)
+            if background_column:
+                weights = torch.cat([weights, torch.ones(1)])
+        # Derived from the class statistics, so not saved in checkpoints.
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.calibration = (
+            DisAlignCalibration(num_classes, feature_channels, spatial=spatial,
+                                confidence_init_std=confidence_init_std)
+            if disalign else None
+        )
+        # A submodule, so that its class-count buffers follow the classifier's device.
+        self.loss_fn = loss if loss is not None else build_loss("CE", ignore_index=ignore_value)
+
+    @classmethod
+    def from_config(cls, cfg, num_classes, feature_channels, spatial, background_column=False):
+        long_tail = cfg.MODEL.LONG_TAIL
+        name = long_tail.LOSS.NAME
+        needs_counts = long_tail_needs_class_counts(cfg)  # ConfigError for an unknown loss
+        loss_needs_counts = loss_needs_class_counts(name)
+        if background_column and name in UNSUITED_BOX_LOSSES:
+            raise ConfigError(
+                f"MODEL.LONG_TAIL.LOSS.NAME: {name} is not used for the K + 1-way box classifier "
+                f"because {UNSUITED_BOX_LOSSES[name]}; choose one of {', '.join(SUITED_BOX_LOSSES)} "
+                "(and MODEL.LONG_TAIL.GRW for foreground class weights)"
+            )
+        counts = None
+        if needs_counts:
+            stats = class_stats_from_config(cfg)
+            counts = stats.counts
+            if len(counts) != num_classes:
+                key = "MODEL.ROI_HEADS.NUM_CLASSES" if background_column else "MODEL.SEM_SEG_HEAD.NUM_CLASSES"
+                raise ClassStatsError(
+                    f"the class statistics {long_tail.CLASS_STATS} have {len(counts)} classes but "
+                    f"the model predicts {num_classes}; fix {key} or MODEL.LONG_TAIL.CLASS_STATS "
+                    "(regenerate it with `python tools/compute_class_stats.py --dataset NAME`)"
+                )
+        loss_counts = None
+        if loss_needs_counts:
+            loss_counts = (counts_with_background(counts, cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION)
+                           if background_column else counts)
+        # No box is ignored: Detectron2 labels every sampled box, background as K.
+        ignore_value = -1 if background_column else cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        try:
+            loss = build_loss(name, class_counts=loss_counts, ignore_index=ignore_value,
+                              **loss_options(name, long_tail.LOSS))
+        except ValueError as e:
+            raise ConfigError(f"MODEL.LONG_TAIL.LOSS ({name}): {e}") from None
+        if long_tail.BLV.ENABLED and long_tail.BLV.SIGMA < 0:
+            raise ConfigError(f"MODEL.LONG_TAIL.BLV.SIGMA is {long_tail.BLV.SIGMA}; BLV's sigma must "
+                              "be >= 0 (the authors use 4.0)")
+        return {
+            "num_classes": num_classes,
+            "feature_channels": feature_channels,
+            "spatial": spatial,
+            "background_column": background_column,
+            "class_counts": counts,
+            "blv_sigma": long_tail.BLV.SIGMA if long_tail.BLV.ENABLED else None,
+            "grw_rho": long_tail.GRW.RHO if long_tail.GRW.ENABLED else None,
+            "disalign": long_tail.DISALIGN.ENABLED,
+            "confidence_init_std": long_tail.DISALIGN.CONFIDENCE_INIT_STD,
+            "loss": loss,
+            "ignore_value": ignore_value,
+        }
+
+    def calibrate(self, logits, features):
+        """DisAlign's calibration of the class logits (background passes through), else identity."""
+        return logits if self.calibration is None else self.calibration(logits, features)
+
+    def loss(self, logits, targets):
+        """The configured loss of the logits, after BLV's variation of the class logits in
+        training, with the GRW class weights."""
+        if self.variation is not None:
+            if self.background_column:
+                k = self.num_classes
+                logits = torch.cat([self.variation(logits[:, :k]), logits[:, k:]], dim=1)
+            else:
+                logits = self.variation(logits)
+        return self.loss_fn(logits, targets, class_weights=self.class_weights)
