@@ -9,25 +9,37 @@ Without CUDA, ``--num-gpus N`` runs N CPU processes joined by gloo.
 """
 import logging
 import os
+import random
 import sys
+import weakref
+
+import numpy as np
+import torch
+import yaml
 
 import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
 from longtailseg import add_longtailseg_config
 from longtailseg.data.build import build_test_loader, build_train_loader
 from longtailseg.data.class_counting import resolve_class_stats
 from longtailseg.engine import launch, stage2
-from longtailseg.engine.hooks import LossIterationHook
+from longtailseg.data.preflight import check_data
+from longtailseg.engine.checkpoint import (CheckpointError, LongTailCheckpointer, check_complete_load,
+                                           check_output_dir, check_weights_file)
+from longtailseg.engine.hooks import LossIterationHook, RandomStateHook
 from longtailseg.engine.launch import ddp_arguments
 from longtailseg.errors import ConfigError, LongTailSegError, one_line
 from longtailseg.evaluation import build_evaluator
 from longtailseg.io import write_text_atomically
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_scheduler
 from detectron2.utils.logger import setup_logger
+
+# What a scheduler's state dict holds besides progress is its schedule, which the config gives.
+SCHEDULER_PROGRESS = {"optimizer", "base_lrs", "last_epoch", "_step_count", "_is_initial",
+                      "_get_lr_called_within_step", "_last_lr"}
 
 
 class Trainer(DefaultTrainer):
@@ -50,7 +62,74 @@ class Trainer(DefaultTrainer):
         return model
 
     def build_hooks(self):
-        return super().build_hooks() + [LossIterationHook()]
+        # DefaultTrainer.__init__ made a DetectionCheckpointer just before this call; the hooks
+        # (PeriodicCheckpointer) and resume_or_load use ours instead.
+        self.checkpointer = LongTailCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks() + [LossIterationHook(), RandomStateHook()]
+
+    def resume_or_load(self, resume=True):
+        """Detectron2's resume, made exact: the schedule follows this config (a larger
+        SOLVER.MAX_ITER continues the poly decay), the data stream continues where the checkpoint
+        left it; weights that do not fit a second stage are refused."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        schedule = {k: v for k, v in vars(self.scheduler).items() if k not in SCHEDULER_PROGRESS}
+        super().resume_or_load(resume=resume)
+        if resuming:
+            check_complete_load(self.checkpointer, self.checkpointer.get_checkpoint_file())
+            vars(self.scheduler).update(schedule)
+            self._resume_data_stream()
+        elif stage2.is_stage2(self.cfg):
+            check_complete_load(self.checkpointer, self.cfg.MODEL.WEIGHTS,
+                                stage2.stage2_trainable_prefixes(self.model))
+
+    def state_dict(self):
+        # The optimizer's state (momentum) too: v0.6's DefaultTrainer saves only the iteration and
+        # the hooks' states (later Detectron2 adds it under the same key).
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
+    def _resume_data_stream(self):
+        loader = self._trainer.data_loader
+        sampler = getattr(loader, "position_sampler", None)
+        if sampler is None:
+            logging.getLogger("longtailseg").warning(
+                f"DATALOADER.SAMPLER_TRAIN {self.cfg.DATALOADER.SAMPLER_TRAIN} restarts its data "
+                "stream on resume (only TrainingSampler continues it exactly)")
+            return
+        sampler.resume_after(self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
+                             loader.positioned_dataset, self.cfg.DATALOADER.ASPECT_RATIO_GROUPING)
+        # The iterator made at construction already started at position 0.
+        if isinstance(getattr(type(self._trainer), "_data_loader_iter", None), property):
+            self._trainer._data_loader_iter_obj = None  # newer Detectron2 makes it on first use
+        else:
+            self._trainer._data_loader_iter = iter(loader)
+
+    def train(self):
+        try:
+            return super().train()
+        except FloatingPointError as e:
+            raise CheckpointError(
+                f"training diverged: {str(e).strip().splitlines()[0]}; last_checkpoint in {self.cfg.OUTPUT_DIR} names the "
+                "last finite checkpoint; lower SOLVER.BASE_LR or set SOLVER.CLIP_GRADIENTS.ENABLED "
+                "True, then --resume"
+            ) from None
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        # Evaluation during training must not move the RNGs training continues with (a resumed
+        # run does not repeat it).
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            results = super().test(cfg, model, evaluators)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        return results
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -89,6 +168,12 @@ def load_config(args, freeze=True):
             f"{e.args[0]} (in {args.config_file} or the command line); fix the key's spelling "
             "(LongTailSeg's keys and defaults are in projects/LongTailSeg/longtailseg/config.py)"
         ) from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise ConfigError(
+            f"{args.config_file}" + (f" line {where.line + 1}" if where else "")
+            + f" is not valid YAML ({getattr(e, 'problem', None) or one_line(e)}); fix the file's syntax"
+        ) from None
     except KeyError as e:  # yacs: an unknown key in a config file
         raise ConfigError(
             f"{e.args[0]} (in {args.config_file} or the command line); fix the key's spelling "
@@ -111,10 +196,16 @@ def setup(args):
     cfg = load_config(args, freeze=False)
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
+    if args.eval_only:
+        check_weights_file(cfg, resuming=args.resume)
+    check_output_dir(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="longtailseg")
     if resolve_class_stats(cfg) and comm.is_main_process():
         write_text_atomically(cfg.dump(), os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    if comm.is_main_process():
+        check_data(cfg, eval_only=args.eval_only)
+    comm.synchronize()
     cfg.freeze()
     return cfg
 
@@ -123,9 +214,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        checkpointer = LongTailCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        check_complete_load(checkpointer, cfg.MODEL.WEIGHTS)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -127,8 +127,12 @@ def add_longtailseg_config(cfg):
     # parameters without gradient (frozen stage 2, experts that skip a batch).
     cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS = False
 
-    # Processes used to count classes when CLASS_STATS is computed on first use.
+    # Processes used to count classes when CLASS_STATS is computed on first use (and to check
+    # the validation labels before training).
     cfg.DATALOADER.CLASS_STATS_WORKERS = 2
+    # An image without its label (or a label without its image, or an LVIS image absent) stops
+    # the run before training; True trains and evaluates on the complete pairs only.
+    cfg.DATASETS.ALLOW_MISSING_FILES = False
 
     # ---- LVIS instance segmentation: LongTailStandardROIHeads (MODEL.ROI_HEADS.NAME) ----
     # Its box predictor reads MODEL.LONG_TAIL as well: BLV on the K foreground logits (instance

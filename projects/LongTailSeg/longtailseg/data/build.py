@@ -1,10 +1,16 @@
 """Train and test loaders: Detectron2's builders with label checks and one-line errors for
 missing files."""
+from PIL import Image
+
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import transforms as T
+from detectron2.data.build import get_detection_dataset_dicts
+from detectron2.utils import comm
 
+from ..errors import DatasetError, one_line
 from .datasets import missing_files_reported, prepare_dataset
 from .labels import check_label_values
+from .resumable import PositionedDataset, PositionSampler
 
 
 def is_sem_seg(cfg):
@@ -31,8 +37,51 @@ def build_sem_seg_train_augmentations(cfg):
     return augs
 
 
-class CheckedSemSegDatasetMapper(DatasetMapper):
-    """DatasetMapper that refuses label values outside [0, NUM_CLASSES) ∪ {ignore}, naming the file."""
+def _image_size(path):
+    """(width, height) from the file's header, None if it has none."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _decodes(path):
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+class CheckedDatasetMapper(DatasetMapper):
+    """DatasetMapper whose unreadable image or label, or label of another size than its image,
+    is a one-line DatasetError naming the file (Detectron2 raises PIL's error or a bare
+    AssertionError)."""
+
+    def __call__(self, dataset_dict):
+        image_file, label_file = dataset_dict.get("file_name"), dataset_dict.get("sem_seg_file_name")
+        try:
+            return super().__call__(dataset_dict)
+        except FileNotFoundError as e:
+            raise DatasetError(f"{e.filename or image_file} does not exist; restore it or remove it "
+                               "from the dataset (datasets/README.md)") from None
+        except (OSError, SyntaxError, ValueError, AssertionError) as e:
+            for path in (image_file, label_file):
+                if path and not _decodes(path):
+                    raise DatasetError(f"{path} is not a readable image (truncated or another format: "
+                                       f"{one_line(e)}); replace the file") from None
+            if image_file and label_file and _image_size(image_file) != _image_size(label_file):
+                raise DatasetError(
+                    f"label {label_file} is {_image_size(label_file)} (width, height) but its image "
+                    f"{image_file} is {_image_size(image_file)}; labels must have their image's size"
+                ) from None
+            raise
+
+
+class CheckedSemSegDatasetMapper(CheckedDatasetMapper):
+    """Also refuses label values outside [0, NUM_CLASSES) ∪ {ignore}, naming the file."""
 
     def __init__(self, cfg, is_train=True, augmentations=None):
         if augmentations is None:
@@ -50,12 +99,32 @@ class CheckedSemSegDatasetMapper(DatasetMapper):
 
 
 def build_train_loader(cfg):
+    """Detectron2's training loader; with ``DATALOADER.SAMPLER_TRAIN: TrainingSampler`` its data
+    stream is a :class:`PositionedDataset` (the loader's ``position_sampler`` attribute resumes it,
+    see data/resumable.py). Other samplers (RepeatFactorTrainingSampler) are Detectron2's own and
+    restart their stream on resume."""
     names = list(cfg.DATASETS.TRAIN)
     for name in names:
         prepare_dataset(name)
-    mapper = CheckedSemSegDatasetMapper(cfg, True) if is_sem_seg(cfg) else None
+    mapper = CheckedSemSegDatasetMapper(cfg, True) if is_sem_seg(cfg) else CheckedDatasetMapper(cfg, True)
     with missing_files_reported(names):
-        return build_detection_train_loader(cfg, mapper=mapper)
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            return build_detection_train_loader(cfg, mapper=mapper)
+        dicts = get_detection_dataset_dicts(
+            names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+            min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
+            proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
+        )
+    # SEED < 0 means a random run: every process must still draw the same order.
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    dataset = PositionedDataset(dicts, mapper, seed)
+    sampler = PositionSampler()
+    loader = build_detection_train_loader(  # mapper=None: the dataset maps
+        dataset=dataset, sampler=sampler, mapper=None, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, num_workers=cfg.DATALOADER.NUM_WORKERS,
+    )
+    loader.position_sampler, loader.positioned_dataset = sampler, dataset
+    return loader
 
 
 def needs_test_labels(cfg):
@@ -65,7 +134,7 @@ def needs_test_labels(cfg):
 
 def build_test_loader(cfg, dataset_name):
     prepare_dataset(dataset_name)
-    mapper = None
+    mapper = CheckedDatasetMapper(cfg, False)
     if needs_test_labels(cfg):
         # is_train=True keeps "sem_seg" in the inputs; the augmentation is the test resize only.
         test_resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")

@@ -10,6 +10,7 @@ Group rules (documented choices, see projects/LongTailSeg/README.md):
 * LVIS: the dataset's own ``frequency`` field, f -> head, c -> body, r -> tail.
 """
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -149,6 +150,7 @@ def load(path: str) -> ClassStats:
             f"class-statistics file {path} has {n} class names but {len(data['counts'])} counts; "
             + regenerate
         )
+    _check_numbers(data, n, path, regenerate)
     return ClassStats(
         dataset=data["dataset"],
         task=data["task"],
@@ -162,6 +164,26 @@ def load(path: str) -> ClassStats:
         data_fingerprint=data.get("data_fingerprint", {}),
         extra=data.get("extra", {}),
     )
+
+
+def _check_numbers(data, num_classes, path, regenerate):
+    """Counts finite, >= 0 and not all zero; group ids within the classes."""
+    for key in ("counts", "image_counts"):
+        values = data[key]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                   for v in values):
+            bad = next(v for v in values if not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 and math.isfinite(v) and v >= 0))
+            raise ClassStatsError(f"class-statistics file {path}: {key} must be finite numbers >= 0, "
+                                  f"found {bad!r}; {regenerate}")
+    if num_classes and not any(data["counts"]):
+        raise ClassStatsError(f"class-statistics file {path}: every count is 0 (no labelled pixel or "
+                              f"instance was counted); check the training labels, then {regenerate}")
+    for group, ids in data["groups"].items():
+        outside = [c for c in ids if not isinstance(c, int) or not 0 <= c < num_classes]
+        if outside:
+            raise ClassStatsError(f"class-statistics file {path}: group {group!r} names class ids "
+                                  f"{outside[:5]} outside 0..{num_classes - 1}; {regenerate}")
 
 
 def check_matches(

@@ -1,0 +1,133 @@
+"""Checks of the data a run will read, done before its first iteration.
+
+Each finds in seconds what would otherwise stop a run after hours of training or after a whole
+inference pass: an empty or incomplete split, a class count that is not the dataset's, an
+out-of-range validation label, LVIS categories without the frequency the evaluator groups by.
+"""
+import json
+import logging
+import multiprocessing
+import os
+
+import numpy as np
+from PIL import Image
+
+from detectron2.data import MetadataCatalog
+
+from ..errors import ConfigError, DatasetError, one_line
+from .datasets import get_dataset_dicts_checked, prepare_dataset
+from .labels import check_label_values
+
+logger = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def _is_lvis(metadata):
+    return getattr(metadata, "evaluator_type", None) == "lvis" or hasattr(metadata, "json_file")
+
+
+def check_num_classes(cfg, dataset_name):
+    metadata = prepare_dataset(dataset_name)
+    if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
+        key, value, names = "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "stuff_classes"
+    else:
+        key, value, names = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES, "thing_classes"
+    classes = getattr(metadata, names, None)
+    if classes is not None and len(classes) != value:
+        raise ConfigError(f"{key} is {value} but dataset {dataset_name} has {len(classes)} classes; "
+                          f"set {key} {len(classes)} or use the config written for this dataset")
+
+
+def missing_sem_seg_files(metadata):
+    """(images without a label, labels without an image) under the split's two folders, by file
+    stem; Detectron2's ``load_sem_seg`` keeps only the pairs it finds, with a warning."""
+    image_root, label_root = getattr(metadata, "image_root", None), getattr(metadata, "sem_seg_root", None)
+    if not (image_root and label_root and os.path.isdir(image_root) and os.path.isdir(label_root)):
+        return [], []
+
+    def stems(folder, extensions):
+        return {os.path.splitext(f)[0]: os.path.join(folder, f)
+                for f in os.listdir(folder) if f.lower().endswith(extensions)}
+
+    images, labels = stems(image_root, IMAGE_EXTENSIONS), stems(label_root, (".png",))
+    return ([images[s] for s in sorted(images.keys() - labels.keys())],
+            [labels[s] for s in sorted(labels.keys() - images.keys())])
+
+
+def check_complete_split(cfg, dataset_name):
+    metadata = prepare_dataset(dataset_name)
+    if not _is_lvis(metadata):
+        no_label, no_image = missing_sem_seg_files(metadata)
+        if (no_label or no_image) and not cfg.DATASETS.ALLOW_MISSING_FILES:
+            lacking = [f"{p} has no label in {metadata.sem_seg_root}" for p in no_label[:2]]
+            lacking += [f"{p} has no image in {metadata.image_root}" for p in no_image[:2]]
+            raise DatasetError(
+                f"dataset {dataset_name}: {len(no_label)} images without a label and {len(no_image)} "
+                f"labels without an image ({'; '.join(lacking)}); restore the missing files, or set "
+                "DATASETS.ALLOW_MISSING_FILES True to use only the complete pairs"
+            )
+    try:
+        dicts = get_dataset_dicts_checked(dataset_name)
+    except AssertionError as e:  # Detectron2's loaders assert on an empty folder
+        raise DatasetError(f"dataset {dataset_name}: {one_line(e)}; put its files under "
+                           f"DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', 'datasets')} as "
+                           "datasets/README.md describes") from None
+    if not dicts:
+        raise DatasetError(f"dataset {dataset_name} has no images; check its folder under "
+                           f"DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', 'datasets')}")
+    if _is_lvis(metadata):
+        absent = [d["file_name"] for d in dicts if not os.path.isfile(d["file_name"])]
+        if absent and not cfg.DATASETS.ALLOW_MISSING_FILES:
+            raise DatasetError(
+                f"dataset {dataset_name}: {len(absent)} of its {len(dicts)} images do not exist (e.g. "
+                f"{absent[0]}); restore them, or set DATASETS.ALLOW_MISSING_FILES True to skip them"
+            )
+    return dicts
+
+
+def check_lvis_frequencies(dataset_name):
+    """LVIS evaluation groups AP by each category's ``frequency``: refuse a json without it."""
+    metadata = MetadataCatalog.get(dataset_name)
+    with open(metadata.json_file) as f:
+        categories = json.load(f)["categories"]
+    lacking = [c.get("name", c.get("id")) for c in categories if c.get("frequency") not in ("r", "c", "f")]
+    if lacking:
+        raise DatasetError(
+            f"{metadata.json_file}: {len(lacking)} categories have no 'frequency' r/c/f (e.g. "
+            f"{lacking[0]!r}), which LVIS evaluation groups AP by; use the official LVIS json "
+            "(datasets/README.md)"
+        )
+
+
+def _label_values_job(job):
+    path, num_classes, ignore = job
+    check_label_values(np.asarray(Image.open(path)), num_classes, ignore, path)
+
+
+def check_sem_seg_labels(dicts, num_classes, ignore, num_workers):
+    """Every label's values in [0, num_classes) or ignore (as counting checks the training labels)."""
+    jobs = [(d["sem_seg_file_name"], num_classes, ignore) for d in dicts if "sem_seg_file_name" in d]
+    if num_workers > 1 and len(jobs) > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(num_workers) as pool:
+            for _ in pool.imap_unordered(_label_values_job, jobs, chunksize=max(1, len(jobs) // (8 * num_workers))):
+                pass
+    else:
+        for job in jobs:
+            _label_values_job(job)
+
+
+def check_data(cfg, eval_only=False):
+    """Check the splits a run reads (training ones unless ``eval_only``, then the test ones)."""
+    names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
+    for name in names:
+        check_num_classes(cfg, name)
+        dicts = check_complete_split(cfg, name)
+        metadata = MetadataCatalog.get(name)
+        if _is_lvis(metadata) and name in cfg.DATASETS.TEST:
+            check_lvis_frequencies(name)
+        elif not _is_lvis(metadata) and name in cfg.DATASETS.TEST:
+            # Training labels are checked when the classes are counted (or as they are loaded).
+            check_sem_seg_labels(dicts, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                                 getattr(metadata, "ignore_label", 255), cfg.DATALOADER.CLASS_STATS_WORKERS)
+    logger.info(f"data checked before the first iteration: {', '.join(names)}")

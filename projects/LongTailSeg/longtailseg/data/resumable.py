@@ -1,0 +1,132 @@
+"""A training data stream that a resumed run replays exactly.
+
+Detectron2's ``TrainingSampler`` draws its shuffling seed at random unless one is passed, restarts
+at the first image on ``--resume``, and data-loader workers seed their augmentations from the
+main process's RNG when they start. A run resumed from a checkpoint therefore trained on other
+images, cropped and flipped differently, than the uninterrupted run.
+
+Here every training sample is a pure function of ``(seed, position)``, where position ``p`` is
+the p-th image of the run over all processes:
+
+* :class:`PositionSampler` yields this process's positions (``rank, rank + world, ...``) and can
+  start anywhere, including with the images that aspect-ratio grouping held back;
+* :class:`PositionedDataset` maps a position to an image (one permutation of the dataset per
+  epoch, drawn from ``seed + epoch``) and maps it with the RNGs seeded from ``(seed, position)``,
+  so the same position gives the same crop and flip in any worker of any run.
+
+Resuming after ``k`` iterations then means starting the sampler where the uninterrupted run stood
+after its ``k``-th batch: :meth:`PositionSampler.resume_after` replays Detectron2's
+``AspectRatioGroupedDataset`` bucketing (an image joins bucket 0 when wider than tall, else 1; a
+full bucket is a batch) over the aspect ratios of the images, so the images waiting in a bucket at
+the checkpoint come again first, in their order.
+"""
+import contextlib
+import itertools
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from detectron2.data.common import DatasetFromList
+from detectron2.utils import comm
+
+
+@contextlib.contextmanager
+def seeded_random_state(seed):
+    """Python, NumPy and torch RNGs seeded with ``seed`` inside, restored on exit (the mapper
+    runs in the main process when NUM_WORKERS is 0, where the model's RNG must not move)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def sample_seed(seed, position):
+    """A 63-bit seed per (run seed, position); distinct positions get unrelated streams."""
+    return int(np.random.SeedSequence([seed, position]).generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
+
+
+class PositionedDataset(Dataset):
+    """Dataset dicts addressed by run position: ``dataset[p]`` is image ``perm_e[p mod N]`` of
+    epoch ``e = p // N``, mapped by ``mapper`` under RNGs seeded from ``(seed, p)``."""
+
+    def __init__(self, dataset_dicts, mapper, seed, shuffle=True):
+        # Serialized, as Detectron2 keeps dataset dicts, so that workers do not copy them.
+        self.dicts = DatasetFromList(dataset_dicts, copy=False, serialize=True)
+        self.mapper = mapper
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self._epoch, self._order = None, None
+
+    def __len__(self):
+        return len(self.dicts)
+
+    def index(self, position):
+        epoch, offset = divmod(int(position), len(self.dicts))
+        if not self.shuffle:
+            return offset
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._epoch, self._order = epoch, torch.randperm(len(self.dicts), generator=generator).tolist()
+        return self._order[offset]
+
+    def is_wide(self, index):
+        """The bucket AspectRatioGroupedDataset puts image ``index`` in (0: wider than tall),
+        from its dict or, as the mapper does, from the image file (header only)."""
+        record = self.dicts[index]
+        if "width" in record and "height" in record:
+            return record["width"] > record["height"]
+        with Image.open(record["file_name"]) as image:
+            width, height = image.size
+        return width > height
+
+    def __getitem__(self, position):
+        dataset_dict = self.dicts[self.index(position)]  # a fresh copy: the mapper changes it
+        with seeded_random_state(sample_seed(self.seed, position)):
+            return self.mapper(dataset_dict)
+
+
+class PositionSampler(Sampler):
+    """Infinite positions of this process: ``rank + world * j`` for ``j = start, start + 1, ...``,
+    after the ``pending`` positions a resumed run must see first."""
+
+    def __init__(self, rank=None, world_size=None):
+        self.rank = comm.get_rank() if rank is None else rank
+        self.world_size = comm.get_world_size() if world_size is None else world_size
+        self.start = 0
+        self.pending = []
+
+    def __iter__(self):
+        yield from self.pending
+        yield from itertools.count(self.rank + self.world_size * self.start, self.world_size)
+
+    def resume_after(self, num_batches, batch_size, dataset=None, grouped=False):
+        """Start where a run stood after ``num_batches`` batches of ``batch_size`` images of this
+        process. With aspect-ratio grouping, ``dataset`` (a :class:`PositionedDataset`) gives the
+        images' aspect ratios and the grouping is replayed."""
+        self.pending = []
+        if not grouped:
+            self.start = num_batches * batch_size
+            return
+        buckets, batches, j, wide = ([], []), 0, 0, {}
+        while batches < num_batches:
+            position = self.rank + self.world_size * j
+            index = dataset.index(position)
+            if index not in wide:
+                wide[index] = dataset.is_wide(index)
+            bucket = buckets[0 if wide[index] else 1]
+            bucket.append(position)
+            if len(bucket) == batch_size:
+                bucket.clear()
+                batches += 1
+            j += 1
+        self.start = j
+        self.pending = sorted(buckets[0] + buckets[1])  # the order they were drawn in
