@@ -12,7 +12,7 @@ import os
 import sys
 
 import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
-from longtailseg import add_longtailseg_config
+from longtailseg import add_longtailseg_config, model_zoo
 from longtailseg.data.build import build_test_loader, build_train_loader
 from longtailseg.data.class_counting import resolve_class_stats
 from longtailseg.engine import launch, stage2
@@ -111,6 +111,7 @@ def setup(args):
     cfg = load_config(args, freeze=False)
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
+    model_zoo.ensure_weights_available(cfg, resuming=args.resume)  # offline: names the file to fetch
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="longtailseg")
     if resolve_class_stats(cfg) and comm.is_main_process():

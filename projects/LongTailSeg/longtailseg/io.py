@@ -14,13 +14,18 @@ def write_json_atomically(data, path, indent=1, allow_nan=True):
     _write_atomically(path, lambda f: json.dump(data, f, indent=indent, allow_nan=allow_nan))
 
 
-def _write_atomically(path, write):
+def write_bytes_atomically(data, path):
+    """Write the bytes ``data`` (e.g. an encoded PNG) to ``path`` through a temporary file."""
+    _write_atomically(path, lambda f: f.write(data), mode="wb")
+
+
+def _write_atomically(path, write, mode="w"):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
