@@ -128,6 +128,8 @@ def setup_cfg(args, class_stats_dir):
     ensure_weights_available(cfg)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
+    for dataset in cfg.DATASETS.TRAIN[:1] + cfg.DATASETS.TEST[:1]:
+        prepare_dataset(dataset)  # class names: a one-line error when their file is missing
     cfg.OUTPUT_DIR = class_stats_dir
     resolve_class_stats(cfg)
     cfg.freeze()
