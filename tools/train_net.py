@@ -134,7 +134,9 @@ def main(args):
 
 
 def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser(epilog=__doc__.split("\n", 2)[2])
+    parser.description = __doc__.split("\n", 1)[0]
+    args = parser.parse_args(argv)
     print("Command Line Args:", args)
     try:
         load_config(args)  # a config error stops here, before any process is started
