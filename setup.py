@@ -4,7 +4,34 @@ Installs the package ``longtailseg`` from ``projects/LongTailSeg/``. Torch, torc
 Detectron2 are expected in the environment already (``make setup`` installs them: Detectron2 v0.6
 comes from the registry's ``pb1-detectron2`` source distribution, see tools/install_detectron2.sh).
 """
+import glob
+import os
+import shutil
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def model_zoo_configs():
+    """The shipped configs as package data of ``longtailseg.model_zoo`` (as Detectron2 ships its
+    own): ``longtailseg/model_zoo/configs`` links to (or, without symlinks, copies) the
+    repository's ``configs/``, so an installed package finds them without a clone."""
+    source = os.path.join(HERE, "configs")
+    package = os.path.join(HERE, "projects", "LongTailSeg", "longtailseg", "model_zoo")
+    destination = os.path.join(package, "configs")
+    if os.path.isdir(source):
+        if os.path.islink(destination):
+            os.unlink(destination)
+        elif os.path.isdir(destination):
+            shutil.rmtree(destination)
+        try:
+            os.symlink(os.path.relpath(source, package), destination)
+        except OSError:
+            shutil.copytree(source, destination)
+    return [os.path.relpath(p, package)
+            for p in glob.glob(os.path.join(destination, "**", "*.yaml"), recursive=True)]
+
 
 setup(
     name="longtailseg",
@@ -12,6 +39,7 @@ setup(
     description="Long-tailed segmentation (MEDOE, BLV, DisAlign, PAT) for Detectron2",
     packages=find_packages("projects/LongTailSeg", include=["longtailseg", "longtailseg.*"]),
     package_dir={"": "projects/LongTailSeg"},
+    package_data={"longtailseg.model_zoo": model_zoo_configs()},
     python_requires=">=3.9",
     # Detectron2 v0.6's runtime needs, declared here because it is installed with --no-deps
     # (its metadata pins black==21.4b2, fvcore<0.1.6 and iopath<0.1.10). lvis (LVIS evaluation)

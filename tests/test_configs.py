@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from longtailseg import add_longtailseg_config
+from longtailseg import add_longtailseg_config, model_zoo
 
 from detectron2.config import get_cfg
 
@@ -34,5 +34,8 @@ def test_stage2_reads_its_stage1_output(path):
     cfg = _load(path)
     assert cfg.MODEL.LONG_TAIL.DISALIGN.ENABLED
     stage1 = _load(cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG)
-    assert cfg.MODEL.WEIGHTS == os.path.join(stage1.OUTPUT_DIR, "model_final.pth")
+    if "://" in cfg.MODEL.WEIGHTS:  # a published checkpoint of the stage-1 config
+        assert cfg.MODEL.WEIGHTS == model_zoo.get_checkpoint_url(cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG)
+    else:
+        assert cfg.MODEL.WEIGHTS == os.path.join(stage1.OUTPUT_DIR, "model_final.pth")
     assert cfg.OUTPUT_DIR != stage1.OUTPUT_DIR

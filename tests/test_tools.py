@@ -1,7 +1,13 @@
-"""Small command-line tools: the comparison table and the loss benchmark."""
+"""Small command-line tools: the comparison table, the loss benchmark, every tool's --help."""
+import glob
 import json
+import os
+import re
+import subprocess
 
-from conftest import run_tool
+import pytest
+
+from conftest import REPO, run_tool
 
 
 def _results(path, miou_tail):
@@ -31,3 +37,34 @@ def test_loss_benchmark_runs_and_reports_relative_numbers():
     for name in ("| CE", "| BLV + CE", "| GRW CE", "| BLV + GRW CE"):
         assert name in out
     assert "+0.0%" in out and "1.00x" in out  # CE relative to itself
+
+
+TOOLS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "tools", "*.py")))
+
+
+def _options_without_help(help_text):
+    """Option lines of an argparse --help with no help text, on the line or the next."""
+    lines = help_text.splitlines()
+    bare = []
+    for i, line in enumerate(lines):
+        if re.match(r"^  -", line) and not re.search(r"\S  +\S", line.strip()):
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if not re.match(r"^ {8,}\S", following):
+                bare.append(line.strip())
+    return bare
+
+
+@pytest.mark.parametrize("tool", TOOLS + ["install_detectron2.sh"])
+def test_help_says_what_the_tool_does_with_an_example(tool):
+    if tool.endswith(".sh"):
+        proc = subprocess.run(["bash", os.path.join(REPO, "tools", tool), "--help"],
+                              capture_output=True, text=True, timeout=60)
+    else:
+        proc = run_tool(tool, "--help", check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    assert re.search(rf"(python|bash) tools/{re.escape(tool)}", text), "no example command"
+    if not tool.endswith(".sh"):
+        description = text.split("\n\n", 2)[1]  # after the usage lines
+        assert len(description.split()) >= 5, description
+        assert not _options_without_help(text)

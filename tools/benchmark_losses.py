@@ -2,6 +2,7 @@
 """Time (and peak memory) of every loss of the registry, and of BLV / GRW, relative to CE.
 
     python tools/benchmark_losses.py [--shape 2 150 128 128] [--repeats 20] [--threads 2]
+    python tools/benchmark_losses.py --shape 2 19 64 64 --repeats 5    # a quick look
 
 Each variant runs forward + backward on the same random logits and labels (5 % ignore pixels)
 on the CPU, the variants in turn; the table gives the median time over --repeats runs after two
@@ -19,6 +20,7 @@ from longtailseg.longtail.calibration import generalized_reweighting
 from longtailseg.longtail.losses import LOSS_REGISTRY, build_loss, loss_needs_class_counts
 from longtailseg.longtail.variation import LogitVariation
 from tabulate import tabulate
+from tqdm import tqdm
 
 
 def variants(num_classes):
@@ -85,9 +87,14 @@ def make_inputs(shape):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", type=int, nargs=4, default=[2, 150, 128, 128], metavar=("N", "C", "H", "W"))
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shape", type=int, nargs=4, default=[2, 150, 128, 128], metavar=("N", "C", "H", "W"),
+                        help="logits batch, classes, height, width (default: 2 150 128 128, ADE20K's "
+                             "150 classes at 1/4 of a 512x512 crop)")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="timed runs per variant; the table gives their median (default 20)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads, in the timing and the memory processes (default 2)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     c = args.shape[1]
@@ -100,20 +107,21 @@ def main(argv=None):
         z = logits.clone().requires_grad_(True)
         loss_fn(z, labels).backward()
 
-    for loss_fn in losses.values():  # warm-up
+    bar = dict(disable=args.no_progress, file=sys.stderr)
+    for loss_fn in tqdm(losses.values(), desc="warm-up", unit="variant", **bar):
         for _ in range(2):
             step(loss_fn)
     # Round-robin over the variants, so that drifts of the machine (other processes, clock,
     # allocator state) fall on all of them alike rather than on whichever runs first.
     times = {name: [] for name in losses}
-    for _ in range(args.repeats):
+    for _ in tqdm(range(args.repeats), desc="timing (all variants per round)", unit="round", **bar):
         for name, loss_fn in losses.items():
             start = time.perf_counter()
             step(loss_fn)
             times[name].append(time.perf_counter() - start)
 
     rows, baseline = [], None
-    for name in losses:
+    for name in tqdm(losses, desc="peak memory (one process each)", unit="variant", **bar):
         median = statistics.median(times[name])
         with spawn.Pool(1) as pool:
             peak = pool.apply(_peak_memory_of_one_step, (name, tuple(args.shape), args.threads))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Side-by-side table of LVIS instance-segmentation results of several runs.
+r"""Side-by-side table of LVIS instance-segmentation results of several runs.
 
     python tools/compare_lvis_results.py output/synthetic/mask_rcnn_baseline \
         output/synthetic/mask_rcnn_cosine ... [--names baseline cosine ...] [--dataset NAME]

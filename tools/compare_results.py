@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Side-by-side table of semantic-segmentation results of several runs.
+r"""Side-by-side table of semantic-segmentation results of several runs.
 
     python tools/compare_results.py output/synthetic/deeplab_v3_plus output/synthetic/blv_deeplab \
         [--dataset synthetic_ade_sem_seg_val] [--names CE BLV]

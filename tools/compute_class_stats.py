@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Count classes over a registered training split and write the class-statistics JSON.
+r"""Count classes over a registered training split and write the class-statistics JSON.
 
     python tools/compute_class_stats.py --dataset synthetic_ade_sem_seg_train
     python tools/compute_class_stats.py --dataset ade20k_sem_seg_train \

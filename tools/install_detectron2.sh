@@ -10,6 +10,11 @@
 # Usage: tools/install_detectron2.sh PYTHON   (the interpreter of the target environment,
 #        which must already have torch, for the sdist's setup.py imports it)
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+  echo "Example: bash tools/install_detectron2.sh .venv/bin/python"
+  exit 0
+fi
 py="${1:?usage: $0 PYTHON}"
 here="$(cd "$(dirname "$0")" && pwd)"
 # lvis without its dependencies: it would pull opencv-python next to our headless OpenCV; the

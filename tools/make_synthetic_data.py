@@ -1,8 +1,13 @@
 #!/usr/bin/env python
 """Write the synthetic long-tailed data sets (ADE20K, Cityscapes and LVIS layouts) under --root.
 
+Images of coloured, textured shapes whose classes follow a long-tailed distribution, with their
+semantic labels and LVIS-style instance annotations, in the on-disk layouts of the real data sets,
+so Detectron2's own loaders read them (`make data` runs this for `make demo`).
+
 Example:
     python tools/make_synthetic_data.py --root datasets/synthetic
+    export DETECTRON2_DATASETS=datasets   # the configs' synthetic_* data sets are then found
 """
 import argparse
 import sys
@@ -12,7 +17,7 @@ from longtailseg.errors import LongTailSegError
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="output folder, e.g. datasets/synthetic")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--num-classes", type=int, default=19,

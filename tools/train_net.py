@@ -18,7 +18,7 @@ import torch
 import yaml
 
 import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
-from longtailseg import add_longtailseg_config
+from longtailseg import add_longtailseg_config, model_zoo
 from longtailseg.data.build import build_test_loader, build_train_loader
 from longtailseg.data.class_counting import resolve_class_stats
 from longtailseg.engine import launch, stage2
@@ -196,6 +196,7 @@ def setup(args):
     cfg = load_config(args, freeze=False)
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
+    model_zoo.ensure_weights_available(cfg, resuming=args.resume)  # offline: names the file to fetch
     if args.eval_only:
         check_weights_file(cfg, resuming=args.resume)
     check_output_dir(cfg.OUTPUT_DIR)
@@ -224,7 +225,9 @@ def main(args):
 
 
 def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser(epilog=__doc__.split("\n", 2)[2])
+    parser.description = __doc__.split("\n", 1)[0]
+    args = parser.parse_args(argv)
     print("Command Line Args:", args)
     try:
         load_config(args)  # a config error stops here, before any process is started

@@ -32,6 +32,18 @@ def test_training_writes_checkpoint_stats_and_long_tail_results(trained):
     assert 0 <= results["pACC"] <= 100
 
 
+def test_log_has_the_per_class_table_most_frequent_class_first(trained):
+    stats = json.loads((trained / "class_stats.json").read_text())
+    log = (trained / "log.txt").read_text()
+    table = log.split("per class, most frequent in training first:\n", 1)[1].splitlines()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:2 + stats["num_classes"]]]
+    by_share = sorted(range(stats["num_classes"]), key=lambda c: -stats["frequencies"][c])
+    assert [r[0] for r in rows] == [stats["class_names"][c] for c in by_share]
+    group_of = {c: g for g, ids in stats["groups"].items() for c in ids}
+    assert [r[1] for r in rows] == [group_of[c] for c in by_share]
+    assert rows[0][2] == f"{100 * stats['frequencies'][by_share[0]]:.3f} %"
+
+
 def test_eval_only_with_two_cpu_processes_matches_one(trained, datasets_root, tmp_path):
     weights = trained / "model_final.pth"
     metrics = {}

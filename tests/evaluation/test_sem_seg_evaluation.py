@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
 from longtailseg.errors import DatasetError
-from longtailseg.evaluation import LongTailSemSegEvaluator, format_group_table
+from longtailseg.evaluation import LongTailSemSegEvaluator, format_class_table, format_group_table
 
 IGNORE = 255
 
@@ -117,13 +117,15 @@ def test_absent_class_is_left_out_of_means_and_groups_are_correct(tmp_path, data
     datasets.append(name)
     outputs = [{"sem_seg": one_hot_scores(HAND_PRED, 4)}]
 
+    shares = [0.3, 0.6, 0.08, 0.02]
     with caplog.at_level(logging.INFO, logger="longtailseg.evaluation.sem_seg_evaluation"):
         res = run(
-            LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS),
+            LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS, class_shares=shares),
             inputs,
             outputs,
         )
     assert format_group_table(res, HAND_GROUPS) in caplog.text  # the group table is logged
+    assert format_class_table(res, class_names, shares, HAND_GROUPS) in caplog.text  # and per class
 
     iou = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 3}
     acc = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 2}
@@ -170,6 +172,27 @@ def test_format_group_table_rows_and_values():
     assert rows["all"] == ["all", "4", "100.00 %", "50.00", "55.56"]
     without_shares = format_group_table(res, HAND_GROUPS).splitlines()[2]
     assert without_shares.strip("|").split("|")[2].strip() == "-"
+
+
+def _table_rows(table):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+
+
+def test_format_class_table_sorts_classes_by_training_share():
+    res = {"IoU-a": 66.6667, "ACC-a": 66.6667, "IoU-b": 50.0, "ACC-b": 50.0,
+           "IoU-c": 33.3333, "ACC-c": 50.0, "IoU-d": math.nan, "ACC-d": None}
+    table = format_class_table(res, ["a", "b", "c", "d"], [0.3, 0.6, 0.08, 0.02], HAND_GROUPS)
+    assert [c.strip() for c in table.splitlines()[0].strip("|").split("|")] == [
+        "class", "group", "pixel share (train)", "IoU", "ACC"]
+    assert _table_rows(table) == [
+        ["b", "head", "60.000 %", "50.00", "50.00"],
+        ["a", "head", "30.000 %", "66.67", "66.67"],
+        ["c", "body", "8.000 %", "33.33", "50.00"],
+        ["d", "tail", "2.000 %", "n/a", "n/a"],
+    ]
+    # without training shares: the dataset's order, no share, no group
+    rows = _table_rows(format_class_table(res, ["a", "b", "c", "d"]))
+    assert [r[0] for r in rows] == ["a", "b", "c", "d"] and rows[0][1:3] == ["-", "-"]
 
 
 def test_label_value_out_of_range_raises_one_line_dataset_error(tmp_path, datasets):

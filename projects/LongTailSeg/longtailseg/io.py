@@ -14,6 +14,11 @@ def write_json_atomically(data, path, indent=1, allow_nan=True):
     write_atomically(path, lambda f: json.dump(data, f, indent=indent, allow_nan=allow_nan))
 
 
+def write_bytes_atomically(data, path):
+    """Write the bytes ``data`` (e.g. an encoded PNG) to ``path`` through a temporary file."""
+    write_atomically(path, lambda f: f.write(data), binary=True)
+
+
 def write_atomically(path, write, binary=False):
     """Call ``write(file)`` on a temporary file in ``path``'s folder, then rename it to ``path``.
     The file gets the mode a plain ``open`` would give (0644 under the usual umask), not the

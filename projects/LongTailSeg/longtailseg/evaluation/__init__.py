@@ -2,6 +2,7 @@
 the evaluators of a dataset."""
 from .sem_seg_evaluation import (  # noqa: F401
     LongTailSemSegEvaluator,
+    format_class_table,
     format_group_table,
     sem_seg_metrics,
 )

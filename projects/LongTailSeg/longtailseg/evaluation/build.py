@@ -38,6 +38,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
                 output_dir=output_folder,
                 class_groups=stats.groups,
                 group_shares={g: stats.group_share(g) for g in stats.groups},
+                class_shares=stats.frequencies.tolist(),
                 uniform_seed=cfg.TEST.UNIFORM.SEED if cfg.TEST.UNIFORM.ENABLED else None,
             )
         ]

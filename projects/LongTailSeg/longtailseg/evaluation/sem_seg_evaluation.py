@@ -161,6 +161,39 @@ def format_group_table(
     )
 
 
+def format_class_table(
+    sem_seg_results: Mapping[str, float],
+    class_names: Sequence[str],
+    class_shares: Optional[Sequence[float]] = None,
+    class_groups: Optional[Mapping[str, Sequence[int]]] = None,
+) -> str:
+    """Pipe table ``class | group | pixel share (train) | IoU | ACC``, one row per class, most
+    frequent training class first (mmsegmentation's per-class table, with the training share
+    and group beside each class). Without shares the classes keep the dataset's order and the
+    share column shows "-"; "n/a" for a class absent from the ground truth."""
+    group_of = {int(c): group for group, ids in (class_groups or {}).items() for c in ids}
+    order = range(len(class_names))
+    if class_shares is not None:
+        order = sorted(order, key=lambda c: -class_shares[c])  # stable: ties keep dataset order
+    rows = [
+        [
+            class_names[c],
+            group_of.get(c, "-"),
+            "-" if class_shares is None else f"{100 * class_shares[c]:.3f} %",
+            _format_number(sem_seg_results.get(f"IoU-{class_names[c]}")),
+            _format_number(sem_seg_results.get(f"ACC-{class_names[c]}")),
+        ]
+        for c in order
+    ]
+    return tabulate(
+        rows,
+        headers=["class", "group", "pixel share (train)", "IoU", "ACC"],
+        tablefmt="pipe",
+        stralign="right",
+        disable_numparse=True,  # keep two decimals: 99.20, not 99.2
+    )
+
+
 def _nan_to_none(value):
     """JSON has no NaN: write missing metrics as null."""
     if isinstance(value, float) and math.isnan(value):
@@ -184,6 +217,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
         *,
         class_groups: Optional[Mapping[str, Sequence[int]]] = None,
         group_shares: Optional[Mapping[str, float]] = None,
+        class_shares: Optional[Sequence[float]] = None,
         num_classes: Optional[int] = None,
         ignore_label: Optional[int] = None,
         uniform_seed: Optional[int] = None,
@@ -197,6 +231,8 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
             output_dir: where ``sem_seg_results.json`` is written (main process only).
             class_groups: group name -> contiguous class ids, e.g. ``ClassStats.groups``.
             group_shares: group name -> share of training pixels (only shown in the table).
+            class_shares: per class, its share of training pixels (the per-class table is
+                sorted by it).
             num_classes, ignore_label: default to the metadata's ``len(stuff_classes)`` and
                 ``ignore_label`` (255 when unset).
             uniform_seed: when given, also report the "uniform" test setting (MEDOE): the
@@ -254,6 +290,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                     "statistics computed for this dataset (MODEL.LONG_TAIL.CLASS_STATS)"
                 )
         self._group_shares = dict(group_shares) if group_shares else None
+        self._class_shares = None if class_shares is None else [float(s) for s in class_shares]
         self._uniform_seed = uniform_seed
         self.reset()
 
@@ -331,6 +368,10 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                 f"Semantic segmentation on {self._dataset_name} by class group:\n"
                 + format_group_table(res, self._class_groups, self._group_shares)
             )
+        self._logger.info(
+            f"Semantic segmentation on {self._dataset_name} per class, most frequent in training first:\n"
+            + format_class_table(res, self._class_names, self._class_shares, self._class_groups)
+        )
         if self._uniform_seed is not None:
             uniform = sem_seg_metrics(
                 uniform_confusion_matrix(conf_matrix, seed=self._uniform_seed),
