@@ -68,3 +68,27 @@ def test_help_says_what_the_tool_does_with_an_example(tool):
         description = text.split("\n\n", 2)[1]  # after the usage lines
         assert len(description.split()) >= 5, description
         assert not _options_without_help(text)
+
+
+def test_training_benchmark_times_variants_in_order_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_tool("benchmark_training.py", "--config-file", "configs/synthetic/deeplab_v3_plus.yaml",
+                    "--config-file", "configs/synthetic/blv_deeplab.yaml", "--size", 32, "--iters", 2,
+                    "--json", out, "SOLVER.IMS_PER_BATCH", 2)
+    results = json.loads(out.read_text())
+    assert [r["name"] for r in results] == ["deeplab_v3_plus", "blv_deeplab"]
+    assert results[0]["ratio"] == 1.0
+    for r in results:
+        assert r["median_s"] > 0 and r["ratio"] > 0 and r["peak_mem_mb"] > 0
+        assert r["size"] == 32 and r["trainable_params"] == r["params"] > 0
+    assert abs(results[1]["ratio"] - results[1]["median_s"] / results[0]["median_s"]) < 1e-12
+    # BLV reads class counts and no CLASS_STATS file is given: the output says what it used.
+    assert "blv_deeplab: class statistics: synthetic long-tailed profile of 19 classes" in proc.stdout
+    assert "deeplab_v3_plus: class statistics" not in proc.stdout
+    assert "| blv_deeplab" in proc.stdout and "round-robin" in proc.stdout
+
+
+def test_training_benchmark_names_a_bad_override():
+    proc = run_tool("benchmark_training.py", "--config-file", "configs/synthetic/deeplab_v3_plus.yaml",
+                    "MODEL.NO_SUCH_KEY", 1, check=False)
+    assert proc.returncode == 2 and "MODEL.NO_SUCH_KEY" in proc.stderr

@@ -12,10 +12,10 @@ import argparse
 import multiprocessing
 import statistics
 import sys
-import time
 
 import torch
 
+from longtailseg.engine.timing import reset_peak_rss, round_robin_times, status_bytes
 from longtailseg.longtail.calibration import generalized_reweighting
 from longtailseg.longtail.losses import LOSS_REGISTRY, build_loss, loss_needs_class_counts
 from longtailseg.longtail.variation import LogitVariation
@@ -44,15 +44,6 @@ def variants(num_classes):
 BENCHMARK_OPTIONS = {"LDAM": dict(scale=1.0), "PAT": dict(constant=3.0)}
 
 
-def _status_bytes(field):
-    """A memory field of /proc/self/status (VmRSS, VmHWM) in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def _peak_memory_of_one_step(name, shape, threads):
     """Runs in a fresh process: peak resident memory added by one forward + backward.
 
@@ -65,15 +56,12 @@ def _peak_memory_of_one_step(name, shape, threads):
     torch.set_num_threads(threads)
     logits, labels = make_inputs(shape)
     loss_fn = variants(shape[1])[name]
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # the high-water mark then includes start-up, which is below a large step's peak
-    before = _status_bytes("VmRSS")
+    # Where the mark cannot be reset it includes start-up, which is below a large step's peak.
+    reset_peak_rss()
+    before = status_bytes("VmRSS")
     z = logits.clone().requires_grad_(True)
     loss_fn(z, labels).backward()
-    return _status_bytes("VmHWM") - before
+    return status_bytes("VmHWM") - before
 
 
 def make_inputs(shape):
@@ -108,17 +96,11 @@ def main(argv=None):
         loss_fn(z, labels).backward()
 
     bar = dict(disable=args.no_progress, file=sys.stderr)
-    for loss_fn in tqdm(losses.values(), desc="warm-up", unit="variant", **bar):
-        for _ in range(2):
-            step(loss_fn)
     # Round-robin over the variants, so that drifts of the machine (other processes, clock,
     # allocator state) fall on all of them alike rather than on whichever runs first.
-    times = {name: [] for name in losses}
-    for _ in tqdm(range(args.repeats), desc="timing (all variants per round)", unit="round", **bar):
-        for name, loss_fn in losses.items():
-            start = time.perf_counter()
-            step(loss_fn)
-            times[name].append(time.perf_counter() - start)
+    with tqdm(total=len(losses) * (2 + args.repeats), desc="warm-up and timing", unit="step", **bar) as progress:
+        times = round_robin_times({name: (lambda f=loss_fn: step(f)) for name, loss_fn in losses.items()},
+                                  repeats=args.repeats, warmup=2, progress=progress.update)
 
     rows, baseline = [], None
     for name in tqdm(losses, desc="peak memory (one process each)", unit="variant", **bar):

@@ -110,3 +110,19 @@ def test_the_output_cache_is_counted_again_only_when_the_training_data_changed(
         assert again.num_images == first.num_images - 1
     finally:
         register_synthetic_datasets(str(datasets_root / "synthetic"))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])  # 8- and 16-bit PNG labels
+def test_one_label_file_is_counted_and_checked_from_one_histogram(dtype, tmp_path):
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 5, (40, 30)).astype(dtype)
+    label[:3] = 255
+    path = tmp_path / "label.png"
+    Image.fromarray(label).save(path)
+    assert np.asarray(Image.open(path)).dtype == dtype
+    hist = class_counting._count_label_file((str(path), 5, 255))
+    assert hist.tolist() == [int((label == c).sum()) for c in range(5)]
+    label[5, 7] = 9  # out of range: refused, naming the file
+    Image.fromarray(label).save(path)
+    with pytest.raises(DatasetError, match=rf"label file {path} has values \[9\] >= num_classes 5"):
+        class_counting._count_label_file((str(path), 5, 255))

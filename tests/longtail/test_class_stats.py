@@ -68,3 +68,14 @@ def test_ade20k_object_info_parser(tmp_path):
     path.write_text("Idx\tRatio\tTrain\tVal\tName\n1\t0.1576\t11664\t1172\twall\n2\t0.1072\t6046\t612\tbuilding, edifice\n")
     info = cs.parse_ade20k_object_info(str(path))
     assert info["ratios"] == [0.1576, 0.1072] and info["names"] == ["wall", "building, edifice"]
+
+
+@pytest.mark.parametrize("num_classes", [3, 19, 150, 1203])
+def test_synthetic_long_tail_profile_has_every_group_and_round_trips(num_classes, tmp_path):
+    stats = cs.synthetic_long_tail(num_classes, task="instances" if num_classes == 1203 else "sem_seg")
+    assert stats.num_classes == num_classes
+    assert all(a >= b for a, b in zip(stats.counts, stats.counts[1:])) and stats.counts[-1] >= 1
+    assert all(stats.groups[g] for g in ("head", "body", "tail"))
+    assert sorted(sum(stats.groups.values(), [])) == list(range(num_classes))
+    cs.save(stats, str(tmp_path / "s.json"))
+    assert cs.load(str(tmp_path / "s.json")).counts == stats.counts

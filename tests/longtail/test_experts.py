@@ -133,7 +133,7 @@ def test_group_average_by_hand():
 def test_untrained_decision_maker_is_the_normalised_geometric_mean_of_owning_experts():
     masks = paper_masks()
     probs = E.expert_probabilities([torch.randn(2, 6, 3, 3) for _ in range(3)], masks)
-    out = E.MOEDecisionMaker(masks)(probs)
+    out = E.MOEDecisionMaker(masks)(probs.clamp_min(1e-30).log())
     geo = torch.stack([probs[0, :, 0], probs[0, :, 1],
                        (probs[0, :, 2] * probs[1, :, 2]).sqrt(), (probs[0, :, 3] * probs[1, :, 3]).sqrt(),
                        (probs[:, :, 4].prod(0)) ** (1 / 3), (probs[:, :, 5].prod(0)) ** (1 / 3)], dim=1)
@@ -147,7 +147,7 @@ def test_decision_maker_gradients_stay_bounded_where_an_expert_gives_almost_zero
     probs[1:, :, 2] = 1.0
     probs[2, :, 4] = 1.0
     maker = E.MOEDecisionMaker(masks)
-    ce, _ = E.moe_losses(maker(probs), torch.tensor([[[5]]]), torch.zeros(6, dtype=torch.bool))
+    ce, _ = E.moe_losses(maker(probs.log()), torch.tensor([[[5]]]), torch.zeros(6, dtype=torch.bool))
     ce.backward()  # ... but the pixel is class 5
     assert torch.isfinite(ce)
     assert maker.shift.grad.abs().max() <= 1.0 and maker.log_scale.grad.isfinite().all()
@@ -169,3 +169,40 @@ def test_moe_losses_ce_and_tail_penalty_by_hand():
     ce, penalty = E.moe_losses(probs, targets, tail)
     assert ce.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2, rel=1e-6)
     assert penalty.item() == pytest.approx(0.3, rel=1e-6)  # only pixel 0 is not tail
+
+
+def moe_reference(maker, probs):
+    """P = softmax_c(sum_k w_kc (a_kc log p_kc + b_kc)) written term by term from the stacked
+    probabilities (K, N, C, H, W), log p floored at 1e-30, experts not owning c weighted 0."""
+    shape = (probs.shape[0], 1, probs.shape[2], 1, 1)
+    owned = maker.masks.view(shape)
+    log_p = torch.where(owned, probs.clamp_min(1e-30).log(), torch.zeros_like(probs))
+    calibrated = maker.log_scale.exp().view(shape) * log_p + maker.shift.view(shape)
+    return F.softmax((maker.decision_weights().view(shape) * calibrated).sum(dim=0), dim=1)
+
+
+@pytest.mark.parametrize("logit_scale", [1.0, 40.0])  # 40: probabilities below the 1e-30 floor
+def test_decision_maker_in_log_space_equals_the_formula(logit_scale):
+    g = torch.Generator().manual_seed(0)
+    masks = paper_masks()
+    maker = E.MOEDecisionMaker(masks)
+    with torch.no_grad():
+        for param in maker.parameters():
+            param.copy_(torch.randn(param.shape, generator=g))
+    logits = [torch.randn(2, 6, 5, 7, generator=g) * logit_scale for _ in range(3)]
+    reference = moe_reference(maker, E.expert_probabilities(logits, masks))
+    streamed = maker(E.expert_log_probabilities(z, m) for z, m in zip(logits, masks))
+    assert (streamed - reference).abs().max() < 1e-5
+    # The gradients of the trained parameters agree too.
+    loss_ref = (moe_reference(maker, E.expert_probabilities(logits, masks)) ** 2).sum()
+    ref_grads = torch.autograd.grad(loss_ref, list(maker.parameters()))
+    log_probs = [E.expert_log_probabilities(z, m) for z, m in zip(logits, masks)]
+    new_grads = torch.autograd.grad((maker(log_probs) ** 2).sum(), list(maker.parameters()))
+    for a, b in zip(ref_grads, new_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_decision_maker_needs_one_output_per_expert():
+    maker = E.MOEDecisionMaker(paper_masks())
+    with pytest.raises(ValueError, match="3 experts; got 2"):
+        maker(torch.zeros(2, 1, 6, 2, 2))

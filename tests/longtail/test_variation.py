@@ -62,3 +62,42 @@ def test_gradient_passes_through_unchanged():
     logits = torch.randn(4, 5, requires_grad=True)
     blv(logits).sum().backward()
     assert torch.equal(logits.grad, torch.ones(4, 5))
+
+
+def test_noise_is_bit_for_bit_the_clamped_scaled_standard_normal():
+    blv = LogitVariation(COUNTS, sigma=4.0).train()
+    z = torch.zeros(3, 5, 17, 9)  # so that the output is noise * scale, rounded once
+    for _ in range(2):  # the second call draws into the kept buffer
+        seed = torch.seed()
+        out = blv(z)
+        torch.manual_seed(seed)
+        reference = (torch.randn_like(z) * 4.0).clamp(-1.0, 1.0).abs() * rarity_scale(COUNTS).view(1, 5, 1, 1)
+        assert torch.equal(out, reference)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 4.0])
+def test_reused_noise_buffer_keeps_the_draws_exact_and_independent(sigma):
+    torch.manual_seed(0)
+    blv = LogitVariation([1, 1, 1, 1, 10], sigma=sigma).train()  # classes 0..3 scale 1
+    draws = [blv(torch.zeros(4000, 5))[:, :4].clone() for _ in range(3)]  # same buffer each time
+    for d in draws:
+        n = d.numel()
+        assert d.mean().item() == pytest.approx(_expected_abs_clamped_normal(sigma), abs=5 * 0.5 / math.sqrt(n))
+        saturated = 1 - math.erf(1 / (sigma * math.sqrt(2)))  # P(|eps| >= 1)
+        assert (d == 1).float().mean().item() == pytest.approx(saturated, abs=5 * 0.5 / math.sqrt(n))
+    # consecutive draws and neighbouring elements are uncorrelated
+    a, b = draws[0].flatten(), draws[1].flatten()
+    assert not torch.equal(a, b)
+    for x, y in ((a, b), (a[:-1], a[1:])):
+        corr = torch.corrcoef(torch.stack([x, y]))[0, 1].item()
+        assert abs(corr) < 5 / math.sqrt(x.numel())
+
+
+def test_two_calls_before_backward_both_get_their_gradient():
+    blv = LogitVariation(COUNTS, sigma=4.0).train()
+    x1, x2 = torch.zeros(2, 5, 4, 4, requires_grad=True), torch.zeros(2, 5, 4, 4, requires_grad=True)
+    first = blv(x1)
+    second = blv(x2)  # redraws into the buffer the first call used
+    ((first * 2).sum() + second.sum()).backward()
+    assert torch.equal(x1.grad, torch.full_like(x1, 2.0)) and torch.equal(x2.grad, torch.ones_like(x2))
+    assert not torch.equal(first, second)

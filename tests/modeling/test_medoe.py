@@ -83,6 +83,49 @@ def test_oracle_without_labels_is_refused(datasets_root, tmp_path):
             model([{"image": torch.rand(3, 32, 32) * 255, "height": 32, "width": 32}])
 
 
+def _count_expert_calls(head):
+    """Forward hooks on every module inside each expert (the head calls their decode /
+    classify, which run those modules); returns the live per-expert counts."""
+    calls = [0] * len(head.experts)
+    for k, expert in enumerate(head.experts):
+        for module in expert.modules():
+            module.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+    return calls
+
+
+def test_inference_runs_only_the_experts_the_ensemble_reads(datasets_root, tmp_path):
+    from longtailseg.longtail.experts import expert_probabilities
+
+    torch.manual_seed(0)
+    model = build_model(medoe_cfg(tmp_path, "LongTailDeepLabV3PlusHead", "MODEL.MEDOE.ENSEMBLE", "MOE"))
+    model.eval()
+    head = model.sem_seg_head
+    with torch.no_grad():
+        head.decision_maker.shift.normal_()
+        head.decision_maker.log_scale.normal_(std=0.3)
+        head.decision_maker.decision_logits.normal_()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 40, 56))
+        # What every ensemble read before: all experts' probabilities, stacked.
+        probs = expert_probabilities(head.expert_logits(features), head.expert_masks)
+        calls = _count_expert_calls(head)
+        head.ensemble = "none"
+        alone = head(features)[0]
+        assert calls[1:] == [0, 0] and calls[0] > 0
+        assert torch.equal(alone, probs[0])  # bit for bit what expert 1 gave in the stack
+
+        head.ensemble = "MOE"
+        moe = head(features)[0]
+        assert all(c > 0 for c in calls)
+        # The weighted sum of log-probabilities equals the formula on the stacked probabilities.
+        shape = (3, 1, probs.shape[2], 1, 1)
+        maker = head.decision_maker
+        log_p = torch.where(maker.masks.view(shape), probs.clamp_min(1e-30).log(), torch.zeros_like(probs))
+        scores = (maker.decision_weights().view(shape)
+                  * (maker.log_scale.exp().view(shape) * log_p + maker.shift.view(shape))).sum(0)
+        assert (moe - torch.softmax(scores, dim=1)).abs().max() < 1e-5
+
+
 def test_moe_stage2_trains_only_the_decision_maker(datasets_root, tmp_path):
     torch.manual_seed(0)
     stage1 = build_model(medoe_cfg(tmp_path))

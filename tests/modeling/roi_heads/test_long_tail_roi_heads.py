@@ -261,3 +261,36 @@ def test_stage2_starts_at_stage1_and_changes_only_the_calibration(cosine, tmp_pa
     assert any("running_mean" in k for k in before)  # frozen BatchNorm statistics did not move
     if cosine:
         assert "roi_heads.box_predictor.cls_score.scale" in before  # the stage-1 scale is frozen
+
+
+def test_stage2_skips_the_frozen_mask_branch_and_keeps_the_calibration_gradients(datasets_root, tmp_path):
+    torch.manual_seed(0)
+    model = prepare_stage2_model(build_model(_cfg(tmp_path, *DISALIGN)))
+    model.train()
+    calibration = [p for p in model.parameters() if p.requires_grad]
+    calls = []
+    model.roi_heads.mask_head.register_forward_hook(lambda *_: calls.append(1))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same proposal sampling both times
+        with EventStorage(0):
+            losses = model(instance_batch(seed=3))
+        sum(losses.values()).backward()
+        return losses, [p.grad.clone() for p in calibration]
+
+    losses, grads = step()
+    assert "loss_mask" not in losses and {"loss_cls", "loss_box_reg"} <= set(losses)
+    assert calls == []
+    # With one mask-head parameter trainable the branch runs again; the calibration's
+    # gradients are the same, since the mask loss never reached them.
+    next(model.roi_heads.mask_head.parameters()).requires_grad_(True)
+    losses_with_mask, grads_with_mask = step()
+    assert "loss_mask" in losses_with_mask and calls
+    for a, b in zip(grads, grads_with_mask):
+        assert torch.equal(a, b)
+    # Stage 1 (everything trainable) keeps its mask loss.
+    stage1 = build_model(_cfg(tmp_path))
+    stage1.train()
+    with EventStorage(0):
+        assert "loss_mask" in stage1(instance_batch(seed=3))

@@ -20,19 +20,24 @@ from ..errors import ClassStatsError, ConfigError
 from ..longtail import class_stats as cs
 from ..longtail.losses import loss_needs_class_counts
 from .datasets import get_dataset_dicts_checked, prepare_dataset
-from .labels import check_label_values
+from .labels import check_label_histogram, check_label_values
 
 logger = logging.getLogger(__name__)
 
 
 def _count_label_file(job):
-    """Pixel histogram (classes 0..C-1) of one label PNG; runs in a worker process."""
+    """Pixel histogram (classes 0..C-1) of one label PNG; runs in a worker process. The values
+    are checked on the same histogram, so each label is scanned once after decoding."""
     path, num_classes, ignore_label = job
     label = np.asarray(Image.open(path))
     if label.ndim != 2:
         raise ClassStatsError(f"label file {path} is not a single-channel PNG; see datasets/README.md")
-    check_label_values(label, num_classes, ignore_label, path)
-    hist = np.bincount(label.ravel(), minlength=max(num_classes, 256) if label.dtype == np.uint8 else num_classes)
+    if label.dtype.kind == "u":  # 8- and 16-bit PNGs: every value is a bincount index
+        hist = np.bincount(label.ravel(), minlength=num_classes)
+        check_label_histogram(hist, num_classes, ignore_label, path)
+    else:  # signed (32-bit PNG) labels: negative values cannot be binned
+        check_label_values(label, num_classes, ignore_label, path)
+        hist = np.bincount(label.ravel(), minlength=num_classes)
     return hist[:num_classes]
 
 

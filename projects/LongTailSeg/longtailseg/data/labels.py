@@ -10,6 +10,16 @@ def check_label_values(label: np.ndarray, num_classes: int, ignore_label: int, p
         values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     else:
         values = np.unique(label)
+    _refuse_values(values, num_classes, ignore_label, path)
+
+
+def check_label_histogram(histogram: np.ndarray, num_classes: int, ignore_label: int, path: str) -> None:
+    """The same check from the label's histogram (``histogram[v]`` = pixels of value v), for a
+    caller that builds it anyway (the class counter)."""
+    _refuse_values(np.flatnonzero(histogram), num_classes, ignore_label, path)
+
+
+def _refuse_values(values: np.ndarray, num_classes: int, ignore_label: int, path: str) -> None:
     bad = values[(values >= num_classes) & (values != ignore_label)]
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")

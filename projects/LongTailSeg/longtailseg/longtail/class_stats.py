@@ -79,6 +79,39 @@ class ClassStats:
         return data
 
 
+def synthetic_long_tail(num_classes: int, task: str = "sem_seg", largest: float = 1e6,
+                        decades: float = 4.0, head_ratio: float = DEFAULT_HEAD_RATIO,
+                        tail_ratio: float = DEFAULT_TAIL_RATIO) -> ClassStats:
+    """Statistics of no dataset: counts falling geometrically from ``largest`` over ``decades``
+    powers of ten (class 0 the most frequent), for timing models without their data.
+
+    Groups by share (``split_by_ratio``); with 150 classes that gives 29 head, 38 body and 83 tail
+    classes. When a group comes out empty (few classes), the classes are split into thirds by
+    frequency instead, so that a model whose parts own a group (MEDOE's experts) can be built.
+    """
+    if num_classes < 1:
+        raise ValueError(f"a long-tailed profile needs at least one class, got {num_classes}")
+    steps = np.arange(num_classes) / max(num_classes - 1, 1)
+    counts = np.maximum(np.rint(largest * 10.0 ** (-decades * steps)), 1).astype(np.int64)
+    groups = split_by_ratio(counts / counts.sum(), head_ratio, tail_ratio)
+    rule = f"share of the profile's counts: head > {head_ratio:g}, tail < {tail_ratio:g}"
+    if num_classes >= len(GROUP_NAMES) and not all(groups.values()):
+        ids = np.array_split(np.arange(num_classes), len(GROUP_NAMES))
+        groups = {name: part.tolist() for name, part in zip(GROUP_NAMES, ids)}
+        rule = "thirds by frequency (the share rule left a group empty)"
+    return ClassStats(
+        dataset="synthetic long-tailed profile",
+        task=task,
+        class_names=[f"class_{c}" for c in range(num_classes)],
+        counts=counts.tolist(),
+        image_counts=[1] * num_classes,
+        groups=groups,
+        group_rule=rule,
+        num_images=0,
+        source=f"synthetic: counts {largest:g} * 10^(-{decades:g} c / (C - 1)), no dataset counted",
+    )
+
+
 def positive_counts(class_counts: Sequence[float]) -> torch.Tensor:
     """Counts as float64 with zeros replaced by the smallest positive count (log and powers of
     a zero count are infinite)."""

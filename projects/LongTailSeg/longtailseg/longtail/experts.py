@@ -25,13 +25,16 @@ silent (see projects/LongTailSeg/README.md, "MEDOE"):
 Pure PyTorch: the Detectron2 head in ``modeling/sem_seg/medoe.py`` calls these functions.
 Expert outputs are stacked as ``(K, N, C, H, W)``; the masks are ``(K, C)`` booleans.
 """
-from typing import Mapping, Sequence, Tuple
+import math
+from typing import Iterable, Mapping, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 ENSEMBLES = ("none", "MOE", "softmax_threshold", "argmax_confidence", "group_average")
+# log of the smallest probability the MOE ensemble reads: a softmax can underflow to 0.
+LOG_PROBABILITY_FLOOR = math.log(1e-30)
 
 
 def expert_class_masks(class_groups: Mapping[str, Sequence[int]],
@@ -113,6 +116,12 @@ def expert_probabilities(expert_logits: Sequence[torch.Tensor], masks: torch.Ten
     return torch.stack([F.softmax(mask_logits(z, m), dim=1) for z, m in zip(expert_logits, masks)])
 
 
+def expert_log_probabilities(logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W): one expert's log-softmax over its own classes, floored at
+    ``LOG_PROBABILITY_FLOOR`` (so finite everywhere, also outside its classes)."""
+    return F.log_softmax(mask_logits(logits, member), dim=1).clamp_min_(LOG_PROBABILITY_FLOOR)
+
+
 def most_specific_expert(masks: torch.Tensor) -> torch.Tensor:
     """(C,) the expert with the fewest classes among those owning each class (ties: lowest k)."""
     sizes = masks.sum(dim=1, keepdim=True).float()
@@ -189,14 +198,31 @@ class MOEDecisionMaker(nn.Module):
         logits = self.decision_logits.masked_fill(~self.masks, float("-inf"))
         return F.softmax(logits, dim=0)  # (K, C); 0 for experts not owning the class
 
-    def forward(self, probs: torch.Tensor) -> torch.Tensor:
-        shape = (probs.shape[0], 1, probs.shape[2], 1, 1)
-        owned = self.masks.view(shape)
-        # log p of the classes an expert owns (floored: a softmax can underflow to 0); 0 elsewhere,
-        # where the decision weight is 0 too.
-        log_p = torch.where(owned, probs.clamp_min(1e-30).log(), torch.zeros_like(probs))
-        calibrated = self.log_scale.exp().view(shape) * log_p + self.shift.view(shape)
-        scores = (self.decision_weights().view(shape) * calibrated).sum(dim=0)
+    def forward(self, expert_log_probs: Iterable[torch.Tensor]) -> torch.Tensor:
+        """P (N, C, H, W) from the K experts' log-probabilities (N, C, H, W) each, in expert order
+        (any iterable, e.g. a generator, so that inference holds one expert's output at a time;
+        or a (K, N, C, H, W) tensor). They must be finite (``expert_log_probabilities`` floors
+        them); values outside an expert's classes are ignored (their weight is 0).
+
+        The scores are one weighted sum: sum_k (w_kc a_kc) log p_kc + sum_k w_kc b_kc, the second
+        term a constant per class, so no expert-sized temporary is built besides the running sum.
+        """
+        weights = self.decision_weights()
+        coefficients = weights * self.log_scale.exp()  # (K, C), 0 where the expert lacks the class
+        bias = (weights * self.shift).sum(dim=0)  # (C,)
+        num_experts = self.masks.shape[0]
+        scores, count = None, 0
+        for log_p in expert_log_probs:
+            if count == num_experts:
+                raise ValueError(f"the decision-maker has {num_experts} experts; got more outputs")
+            shape = (1, -1) + (1,) * (log_p.dim() - 2)
+            if scores is None:
+                scores = torch.addcmul(bias.view(shape), log_p, coefficients[count].view(shape))
+            else:  # in place: addcmul's backward does not read its input
+                scores.addcmul_(log_p, coefficients[count].view(shape))
+            count += 1
+        if count != num_experts:
+            raise ValueError(f"the decision-maker has {num_experts} experts; got {count} outputs")
         return F.softmax(scores, dim=1)
 
 

@@ -89,10 +89,22 @@ class LongTailFastRCNNOutputLayers(FastRCNNOutputLayers):
         return {name: value * self.loss_weight.get(name, 1.0) for name, value in losses.items()}
 
 
+def _loss_can_train(head, features, in_features):
+    """Whether a branch's loss reaches a trainable parameter: one of its head's, or one before
+    its input features (those then carry a gradient)."""
+    return (any(p.requires_grad for p in head.parameters())
+            or any(features[name].requires_grad for name in in_features))
+
+
 @ROI_HEADS_REGISTRY.register()
 class LongTailStandardROIHeads(StandardROIHeads):
     """StandardROIHeads (box, mask, keypoint branches unchanged) whose box predictor is
-    :class:`LongTailFastRCNNOutputLayers`."""
+    :class:`LongTailFastRCNNOutputLayers`.
+
+    In training, a mask or keypoint branch whose loss can change no trainable parameter (its
+    head frozen and its features without gradient, as in DisAlign's stage 2) is not run: its
+    loss is left out instead of being computed for nothing. Inference runs every branch.
+    """
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -100,3 +112,15 @@ class LongTailStandardROIHeads(StandardROIHeads):
         parts = super()._init_box_head(cfg, input_shape)
         parts["box_predictor"] = LongTailFastRCNNOutputLayers(cfg, parts["box_head"].output_shape)
         return parts
+
+    def _forward_mask(self, features, instances):
+        if self.training and self.mask_on and not _loss_can_train(self.mask_head, features,
+                                                                  self.mask_in_features):
+            return {}
+        return super()._forward_mask(features, instances)
+
+    def _forward_keypoint(self, features, instances):
+        if self.training and self.keypoint_on and not _loss_can_train(self.keypoint_head, features,
+                                                                      self.keypoint_in_features):
+            return {}
+        return super()._forward_keypoint(features, instances)

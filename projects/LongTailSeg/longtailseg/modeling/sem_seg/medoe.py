@@ -21,9 +21,11 @@ from ...longtail.experts import (
     MOEDecisionMaker,
     argmax_confidence,
     expert_class_masks,
+    expert_log_probabilities,
     expert_losses,
     expert_probabilities,
     group_average,
+    mask_logits,
     moe_losses,
     oracle_probabilities,
     softmax_threshold,
@@ -122,35 +124,47 @@ class MEDOEHead(nn.Module):
 
     def expert_logits(self, features, size=None):
         """Each expert's logits (unmasked) at ``size``, or at its stride x the feature size."""
-        outputs = []
-        for k, expert in enumerate(self.experts):
+        return list(self.iter_expert_logits(features, size))
+
+    def iter_expert_logits(self, features, size=None, count=None):
+        """The logits of the first ``count`` experts (default all), one at a time, so that a
+        consumer that reduces them need not hold them all."""
+        for k, expert in enumerate(self.experts[:count]):
             inputs = features if k == 0 else {name: f.detach() for name, f in features.items()}
             logits = expert.classify(expert.decode(inputs))
             target_size = size or tuple(s * expert.logits_stride for s in logits.shape[-2:])
-            outputs.append(F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False))
-        return outputs
+            yield F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
+
+    def expert_log_probabilities(self, features, size=None):
+        """Each expert's floored log-softmax over its classes, one at a time (what MOE reads)."""
+        for logits, member in zip(self.iter_expert_logits(features, size), self.expert_masks):
+            yield expert_log_probabilities(logits, member)
 
     def forward(self, features, targets=None):
         size = targets.shape[-2:] if targets is not None else None
         if self.training:
             if self.is_stage2:
                 with torch.no_grad():
-                    probs = expert_probabilities(self.expert_logits(features, size), self.expert_masks)
-                return None, self.moe_losses(probs, targets)
+                    log_probs = list(self.expert_log_probabilities(features, size))
+                return None, self.moe_losses(log_probs, targets)
             return None, self.expert_losses(self.expert_logits(features, size), targets)
-        probs = expert_probabilities(self.expert_logits(features, size), self.expert_masks)
         if self.oracle:
             if targets is None:
                 raise ConfigError("MODEL.MEDOE.ORACLE needs the test labels; evaluate a dataset "
                                   "with sem_seg_file_name (tools/train_net.py --eval-only loads them)")
+            probs = expert_probabilities(self.expert_logits(features, size), self.expert_masks)
             return oracle_probabilities(probs, self.expert_masks, targets, self.ignore_value), {}
-        return self.combine(probs), {}
+        return self.predict(features, size), {}
 
-    def combine(self, probs):
+    def predict(self, features, size=None):
+        """Class probabilities of the configured ensemble, running only the experts it reads:
+        expert 1 alone for ``"none"``; MOE reduces the experts one at a time."""
         if self.ensemble == "none":
-            return probs[0]
+            (logits,) = self.iter_expert_logits(features, size, count=1)
+            return F.softmax(mask_logits(logits, self.expert_masks[0]), dim=1)
         if self.ensemble == "MOE":
-            return self.decision_maker(probs)
+            return self.decision_maker(self.expert_log_probabilities(features, size))
+        probs = expert_probabilities(self.expert_logits(features, size), self.expert_masks)
         if self.ensemble == "softmax_threshold":
             return softmax_threshold(probs, self.expert_masks, self.softmax_threshold)
         if self.ensemble == "argmax_confidence":
@@ -165,8 +179,8 @@ class MEDOEHead(nn.Module):
             losses[f"loss_aux_expert{k + 1}"] = aux * self.aux_loss_weight * self.loss_weight
         return losses
 
-    def moe_losses(self, probs, targets):
-        ce, penalty = moe_losses(self.decision_maker(probs), targets, self.tail_classes,
+    def moe_losses(self, expert_log_probs, targets):
+        ce, penalty = moe_losses(self.decision_maker(expert_log_probs), targets, self.tail_classes,
                                    self.ignore_value)
         return {"loss_sem_seg_moe": ce * self.loss_weight,
                 "loss_tail_penalty": penalty * self.tail_penalty_weight * self.loss_weight}
