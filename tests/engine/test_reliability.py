@@ -19,7 +19,9 @@ ADE = "synthetic/ADEChallengeData2016"
 
 
 def _train(*opts, flags=(), config=CONFIG, datasets_root=None, check=False, num_gpus=1, timeout=300):
-    return run_tool("train_net.py", "--config-file", config, "--num-gpus", num_gpus, *flags, *TINY_TRAINING,
+    # --dist-url auto: a free port, so that runs side by side (tests, other users) never collide.
+    return run_tool("train_net.py", "--config-file", config, "--num-gpus", num_gpus, "--dist-url", "auto",
+                    *flags, *TINY_TRAINING,
                     *opts, datasets_root=datasets_root, check=check, timeout=timeout)
 
 

@@ -49,8 +49,8 @@ def test_eval_only_with_two_cpu_processes_matches_one(trained, datasets_root, tm
     metrics = {}
     for n in (1, 2):
         out = tmp_path / f"eval{n}"
-        run_tool("train_net.py", "--config-file", CONFIG, "--eval-only", "--num-gpus", n, *TINY_TRAINING,
-                 "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out, datasets_root=datasets_root)
+        run_tool("train_net.py", "--config-file", CONFIG, "--eval-only", "--num-gpus", n, "--dist-url", "auto",
+                 *TINY_TRAINING, "MODEL.WEIGHTS", weights, "OUTPUT_DIR", out, datasets_root=datasets_root)
         metrics[n] = _results(out)
     for key in ["mIoU", "mACC", "pACC", "fwIoU"] + GROUP_KEYS:
         assert metrics[1][key] == pytest.approx(metrics[2][key], abs=1e-9, nan_ok=True), key
@@ -58,8 +58,8 @@ def test_eval_only_with_two_cpu_processes_matches_one(trained, datasets_root, tm
 
 
 def test_two_process_training_on_cpu(datasets_root, tmp_path):
-    proc = run_tool("train_net.py", "--config-file", CONFIG, "--num-gpus", 2, *TINY_TRAINING,
-                    "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path, datasets_root=datasets_root)
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "--num-gpus", 2, "--dist-url", "auto",
+                    *TINY_TRAINING, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", tmp_path, datasets_root=datasets_root)
     assert "World size: 2" in proc.stdout + proc.stderr
     assert (tmp_path / "model_final.pth").is_file()
     assert "mIoU-tail" in _results(tmp_path)
@@ -149,8 +149,8 @@ def test_a_failing_process_of_two_gives_its_one_line_error(where, datasets_root,
             label = np.array(Image.open(label_file))
             label[0, 0] = 42
             Image.fromarray(label).save(label_file)
-    proc = run_tool("train_net.py", "--config-file", CONFIG, "--num-gpus", 2, *TINY_TRAINING,
-                    "SOLVER.MAX_ITER", 3, *stats, "OUTPUT_DIR", tmp_path / "out",
+    proc = run_tool("train_net.py", "--config-file", CONFIG, "--num-gpus", 2, "--dist-url", "auto",
+                    *TINY_TRAINING, "SOLVER.MAX_ITER", 3, *stats, "OUTPUT_DIR", tmp_path / "out",
                     datasets_root=root, check=False, timeout=120)
     line = _one_line_error(proc)
     assert "42" in line and "NUM_CLASSES" in line and str(bad.parent) in line
