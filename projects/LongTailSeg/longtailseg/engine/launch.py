@@ -66,13 +66,13 @@ def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist
 
 
 def _cpu_worker(rank, main_func, world_size, dist_url, args, timeout, failures):
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                            rank=rank, timeout=timeout)
-    # Detectron2's get_local_rank / get_local_size read this group; all ranks are on this machine.
-    assert comm._LOCAL_PROCESS_GROUP is None
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
-    comm.synchronize()
     try:
+        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                                rank=rank, timeout=timeout)
+        # Detectron2's get_local_rank / get_local_size read this group; all ranks are on this machine.
+        assert comm._LOCAL_PROCESS_GROUP is None
+        comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+        comm.synchronize()
         main_func(*args)
     except BaseException as e:
         _record_failure(failures, rank, e)
