@@ -108,6 +108,12 @@ def add_longtailseg_config(cfg):
     cfg.TEST.UNIFORM = CN()
     cfg.TEST.UNIFORM.ENABLED = False
     cfg.TEST.UNIFORM.SEED = 0
+    # Which classes enter mIoU (and mDice), for every group and the uniform setting:
+    # "standard" = every class in the ground truth or the prediction, a class predicted but absent
+    # from the ground truth scoring IoU 0 (mmsegmentation, Detectron2; compare with papers only
+    # under this rule); "ground_truth" = only classes with ground-truth pixels (predictions of
+    # absent classes then lower only the present classes' IoU).
+    cfg.TEST.MIOU_RULE = "standard"
 
     # Decode heads of longtailseg/modeling/sem_seg/decode_heads.py (they read the last of
     # SEM_SEG_HEAD.IN_FEATURES, CONVS_DIM channels).
