@@ -15,8 +15,9 @@ def add_longtailseg_config(cfg):
     # the class_stats.json beside a local MODEL.WEIGHTS, else OUTPUT_DIR/class_stats.json if it
     # was counted from the same data, else the training split is counted into that file.
     cfg.MODEL.LONG_TAIL.CLASS_STATS = ""
-    # Semantic segmentation groups by share of training pixels: head > HEAD_RATIO,
-    # tail < TAIL_RATIO, body between (DisAlign's ADE20K split). LVIS uses its r/c/f field.
+    # Semantic segmentation groups by share of all training pixels (ignored ones in the total, as
+    # in ADE20K's objectInfo150 Ratio): head > HEAD_RATIO, tail <= TAIL_RATIO, body between
+    # (DisAlign's ADE20K split [:20], [20:75], [75:]). LVIS uses its r/c/f field.
     cfg.MODEL.LONG_TAIL.HEAD_RATIO = 0.01
     cfg.MODEL.LONG_TAIL.TAIL_RATIO = 0.001
 
