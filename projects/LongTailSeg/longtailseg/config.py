@@ -50,11 +50,13 @@ def add_longtailseg_config(cfg):
     # PAT: temperature tau of p = softmax(z / tau).
     cfg.MODEL.LONG_TAIL.LOSS.PAT_TAU = 1.0
     # PAT: the constant K of beta = exp(K (1 - p)) / 2; 0 = the number of classes (authors' code).
-    cfg.MODEL.LONG_TAIL.LOSS.PAT_CONSTANT = 0.0
+    # 3.0 trains at any class count (beta <= e^3 / 2). A K above PAT_MAX_EXPONENT (so K = 0 with
+    # more than 30 classes) would saturate beta for every poorly classified pixel and is refused.
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_CONSTANT = 3.0
     # PAT: stop the gradient through beta (the authors do not).
     cfg.MODEL.LONG_TAIL.LOSS.PAT_DETACH_BETA = False
     # PAT: bound on the exponent K (1 - p), so beta <= exp(bound) / 2 stays finite in float32
-    # (K = 150 overflows); warned once per process when it is reached.
+    # (K = 150 overflows); a PAT_CONSTANT above it is refused, as it could reach the bound.
     cfg.MODEL.LONG_TAIL.LOSS.PAT_MAX_EXPONENT = 30.0
     # PAT: class-wise gradient homogenization (each class's loss in an image divided by its mask
     # size, then mean over present classes and images); False = mean over pixels.
