@@ -1,13 +1,16 @@
 """The evaluators a config gets: long-tail semantic segmentation (plus Cityscapes' own metrics on
 Cityscapes), Detectron2's LVISEvaluator on LVIS."""
+import importlib.util
 import os
+
+import numpy as np
 
 from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, LVISEvaluator
 from detectron2.utils import comm
 
 from ..data import prepare_dataset
 from ..data.class_counting import class_stats_from_config
-from ..errors import DatasetError
+from ..errors import DatasetError, LongTailSegError
 from ..io import write_json_atomically
 from .sem_seg_evaluation import LongTailSemSegEvaluator
 
@@ -27,11 +30,32 @@ class SavedLVISEvaluator(LVISEvaluator):
         return results
 
 
+def check_cityscapes_evaluation_runs(package_folder=None):
+    """Refuse, before any inference, a cityscapesscripts whose evaluation calls ``np.in1d`` on a
+    numpy without it (2.4 removed it); ``package_folder`` defaults to the installed package."""
+    if hasattr(np, "in1d"):
+        return
+    if package_folder is None:
+        spec = importlib.util.find_spec("cityscapesscripts")
+        package_folder = list(spec.submodule_search_locations or [None])[0] if spec else None
+    if package_folder is None:
+        raise LongTailSegError("Cityscapes evaluation needs cityscapesscripts; run "
+                               "`pip install cityscapesscripts` (LongTailSeg's install brings it)")
+    path = os.path.join(package_folder, "evaluation", "evalPixelLevelSemanticLabeling.py")
+    with open(path, encoding="utf-8") as f:
+        if "np.in1d(" in f.read():
+            raise LongTailSegError(
+                f"{path} calls np.in1d, which numpy {np.__version__} no longer has; rewrite it with "
+                "`python tools/patch_legacy_sources.py` from the LongTailSeg checkout (make setup does this)"
+            )
+
+
 class SavedCityscapesSemSegEvaluator(CityscapesSemSegEvaluator):
     """Detectron2's CityscapesSemSegEvaluator (cityscapesscripts' IoU, iIoU, IoU_sup, iIoU_sup)
     that also writes its results to ``<output_dir>/cityscapes_results.json``."""
 
     def __init__(self, dataset_name, output_dir=None):
+        check_cityscapes_evaluation_runs()
         super().__init__(dataset_name)
         self._output_dir = output_dir
 
