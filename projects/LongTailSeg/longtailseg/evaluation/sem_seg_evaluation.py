@@ -15,7 +15,6 @@ from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from tabulate import tabulate
 
