@@ -17,6 +17,8 @@ $(SETUP_STAMP): setup.py tools/install_detectron2.sh tools/patch_legacy_sources.
 	$(PY) -m pip install -q torch==2.11.0 torchvision==0.26.0
 	bash tools/install_detectron2.sh $(PY)
 	$(PY) -m pip install -q -e '.[test]'
+	# Again: LongTailSeg's install brings cityscapesscripts, whose evaluation needs it too.
+	$(PY) tools/patch_legacy_sources.py
 	touch $@
 
 data: setup
@@ -32,6 +34,7 @@ demo-methods: data
 	$(PY) tools/train_net.py --config-file configs/synthetic/blv_deeplab.yaml
 	$(PY) tools/train_net.py --config-file configs/synthetic/disalign_deeplab.yaml
 	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign
+	$(PY) tools/plot_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign --output $(OUT)/figures
 
 # The loss table: DeepLabV3+ on the synthetic set with each loss (same schedule as
 # the CE baseline; LDAM with scale 1 as the classifier is a plain linear one), then one table.

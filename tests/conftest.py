@@ -52,6 +52,12 @@ def datasets_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def ade20k_object_info():
+    """Path of ADE20K's published objectInfo150.txt (tests/fixtures/README.md)."""
+    return os.path.join(REPO, "tests", "fixtures", "ade20k_objectInfo150.txt")
+
+
 def run_tool(script, *args, datasets_root=None, check=True, timeout=300):
     """Run a tools/ script as a user would; returns the CompletedProcess."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")

@@ -36,16 +36,29 @@ def test_v06_here_runs_without_run_time_name_patches():
 
 def test_the_patch_tool_rewrites_only_the_removed_names_and_is_idempotent(tmp_path):
     source = ("a = np.float(x) + np.int32(1)\nb = x.astype(np.bool)\nc = np.int_\n"
-              "d = Image.LINEAR\ne = Image.BILINEAR\nf = np.integer\ng = np.str\n")
+              "d = Image.LINEAR\ne = Image.BILINEAR\nf = np.integer\ng = np.str\n"
+              "h = np.in1d( p , q , invert=True ).reshape(p.shape)\n")
     path = tmp_path / "pkg" / "mod.py"
     path.parent.mkdir()
     path.write_text(source)
     (tmp_path / "pkg" / "clean.py").write_text("x = np.float64(1)\n")
     changed = patch_legacy_sources.patch_folder(str(tmp_path / "pkg"))
-    assert changed == {str(path): 4}
+    assert changed == {str(path): 5}
     assert path.read_text() == ("a = float(x) + np.int32(1)\nb = x.astype(bool)\nc = np.int_\n"
-                                "d = Image.BILINEAR\ne = Image.BILINEAR\nf = np.integer\ng = str\n")
+                                "d = Image.BILINEAR\ne = Image.BILINEAR\nf = np.integer\ng = str\n"
+                                "h = np.isin( p , q , invert=True ).reshape(p.shape)\n")
     assert patch_legacy_sources.patch_folder(str(tmp_path / "pkg")) == {}
+
+
+def test_installed_cityscapesscripts_is_patched_for_this_numpy():
+    """Detectron2's Cityscapes evaluator runs cityscapesscripts' evaluation, which called
+    np.in1d (removed in numpy 2.4) until tools/patch_legacy_sources.py rewrote it."""
+    folder = patch_legacy_sources.package_folder("cityscapesscripts")
+    assert "cityscapesscripts" in patch_legacy_sources.PACKAGES and folder
+    for name in ("evalPixelLevelSemanticLabeling.py", "evalInstanceLevelSemanticLabeling.py"):
+        with open(os.path.join(folder, "evaluation", name), encoding="utf-8") as f:
+            text = f.read()
+        assert "np.in1d(" not in text and "np.isin(" in text, name
 
 
 def _import_compat_with(tmp_path, transform_source=None, with_compiled_ops=False):

@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import pytest
+from PIL import Image
 
 from conftest import REPO, run_tool
 
@@ -92,3 +93,26 @@ def test_training_benchmark_names_a_bad_override():
     proc = run_tool("benchmark_training.py", "--config-file", "configs/synthetic/deeplab_v3_plus.yaml",
                     "MODEL.NO_SUCH_KEY", 1, check=False)
     assert proc.returncode == 2 and "MODEL.NO_SUCH_KEY" in proc.stderr
+
+
+def test_plot_results_writes_every_figure_from_saved_results(trained_baseline, tmp_path):
+    lvis = tmp_path / "lvis_run" / "inference" / "synthetic_lvis_val"
+    lvis.mkdir(parents=True)
+    (lvis / "lvis_results.json").write_text(json.dumps(
+        {task: {"AP": 20.0, "APr": 5.0, "APc": 18.0, "APf": 28.0} for task in ("bbox", "segm")}))
+    out = tmp_path / "figures"
+    proc = run_tool("plot_results.py", trained_baseline, trained_baseline, tmp_path / "lvis_run",
+                    "--names", "CE", "CE again", "LVIS", "--output", out)
+    expected = ["per_class_vs_frequency.png", "groups.png", "confusion_CE.png", "confusion_CE_again.png",
+                "lvis_ap_groups.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name in expected:
+        assert f"wrote {out / name}" in proc.stdout
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 300
+
+
+def test_plot_results_names_a_run_without_results(tmp_path):
+    proc = run_tool("plot_results.py", tmp_path, "--output", tmp_path / "figures", check=False)
+    assert proc.returncode == 2 and f"error: {tmp_path} holds no inference" in proc.stderr
+    assert not (tmp_path / "figures").exists()

@@ -7,7 +7,8 @@ r"""Count classes over a registered training split and write the class-statistic
     python tools/compute_class_stats.py --dataset lvis_v1_train
 
 Semantic segmentation: labelled pixels per class (ignore excluded), in parallel processes;
-groups by share of pixels (head > --head-ratio, tail < --tail-ratio). LVIS: instances and images
+groups by share of all pixels, ignored ones included (head > --head-ratio, tail <= --tail-ratio;
+with --object-info, objectInfo150's Ratio column as published: DisAlign's ADE20K groups). LVIS: instances and images
 per category; groups from the json's r / c / f field. Point MODEL.LONG_TAIL.CLASS_STATS at the
 output, or leave it empty to have training compute and cache the same file.
 """
@@ -36,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--dataset", required=True, help="a registered training split, e.g. synthetic_ade_sem_seg_train")
     parser.add_argument("--output", help="JSON path (default: class_stats/<dataset>.json)")
     parser.add_argument("--head-ratio", type=float, default=cs.DEFAULT_HEAD_RATIO, help="head: share above this (default 0.01)")
-    parser.add_argument("--tail-ratio", type=float, default=cs.DEFAULT_TAIL_RATIO, help="tail: share below this (default 0.001)")
+    parser.add_argument("--tail-ratio", type=float, default=cs.DEFAULT_TAIL_RATIO, help="tail: share at most this (default 0.001)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="counting processes")
     parser.add_argument("--object-info", help="ADE20K's objectInfo150.txt: use its Ratio column instead of counting")
     args = parser.parse_args(argv)

@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Rewrite names that numpy 1.24 and Pillow 10 removed in installed Detectron2 v0.6 and lvis 0.5.3.
+"""Rewrite names that numpy and Pillow removed in installed Detectron2 v0.6, lvis 0.5.3 and
+cityscapesscripts.
 
 Detectron2 v0.6 (the only Detectron2 on the package registry) and ``lvis==0.5.3`` use ``np.int``,
 ``np.float``, ``np.bool``, ``np.str``, ``np.object`` and ``Image.LINEAR`` / ``CUBIC`` /
-``ANTIALIAS``, which today's numpy and Pillow no longer have. This tool replaces them in the
-installed package files with the names they always meant (``int``, ``float``, ...,
-``Image.BILINEAR``, ...), so nothing has to be patched at run time. It is idempotent and leaves
-files without those names untouched; ``tools/install_detectron2.sh`` runs it after installing.
+``ANTIALIAS``, which numpy 1.24 and Pillow 10 no longer have; cityscapesscripts 2.x's evaluation
+(which Detectron2's Cityscapes evaluators call) uses ``np.in1d``, which numpy 2.4 removed. This
+tool replaces them in the installed package files with the names they always meant (``int``,
+``float``, ..., ``Image.BILINEAR``, ..., ``np.isin``), so nothing has to be patched at run time.
+``np.in1d(a, b)`` is ``np.isin(a, b).ravel()``: ``isin`` keeps ``a``'s shape, and every call in
+cityscapesscripts 2.3 reshapes the result to that shape. It is idempotent and leaves files
+without those names untouched; ``tools/install_detectron2.sh`` runs it after installing.
 
-    python tools/patch_legacy_sources.py                 # detectron2 and lvis of this Python
+    python tools/patch_legacy_sources.py                 # detectron2, lvis, cityscapesscripts
     python tools/patch_legacy_sources.py --folder DIR    # every .py file under DIR
 """
 import argparse
@@ -21,13 +25,16 @@ import sys
 _NUMPY = re.compile(r"\bnp\.(int|float|bool|str|object)\b")
 _PILLOW = {"LINEAR": "BILINEAR", "CUBIC": "BICUBIC", "ANTIALIAS": "LANCZOS"}
 _PILLOW_RE = re.compile(r"\bImage\.(LINEAR|CUBIC|ANTIALIAS)\b")
+_IN1D = re.compile(r"\bnp\.in1d\(")
+PACKAGES = ("detectron2", "lvis", "cityscapesscripts")
 
 
 def patch_source(text):
     """``text`` with the removed names replaced; (new text, number of replacements)."""
     text, numpy_count = _NUMPY.subn(lambda m: m.group(1), text)
     text, pillow_count = _PILLOW_RE.subn(lambda m: "Image." + _PILLOW[m.group(1)], text)
-    return text, numpy_count + pillow_count
+    text, in1d_count = _IN1D.subn("np.isin(", text)
+    return text, numpy_count + pillow_count + in1d_count
 
 
 def patch_folder(folder):
@@ -63,9 +70,9 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", action="append",
                         help="patch the .py files under this folder (repeatable); default: the "
-                             "installed detectron2 and lvis packages")
+                             "installed " + ", ".join(PACKAGES) + " packages")
     args = parser.parse_args(argv)
-    folders = args.folder or [f for f in map(package_folder, ("detectron2", "lvis")) if f]
+    folders = args.folder or [f for f in map(package_folder, PACKAGES) if f]
     for folder in folders:
         changed = patch_folder(folder)
         total = sum(changed.values())

@@ -16,13 +16,29 @@ from longtailseg.longtail import class_stats as cs
 def test_sem_seg_counts_equal_a_direct_count_of_the_label_files(datasets_root):
     stats = compute_class_stats("synthetic_ade_sem_seg_train", num_workers=2, progress=False)
     expected = np.zeros(stats.num_classes, dtype=np.int64)
+    all_pixels = 0
     for d in get_dataset_dicts_checked("synthetic_ade_sem_seg_train"):
         label = np.asarray(Image.open(d["sem_seg_file_name"]))
         expected += np.bincount(label[label != 255], minlength=stats.num_classes)
+        all_pixels += label.size
     assert stats.counts == expected.tolist()
-    freqs = expected / expected.sum()
-    assert stats.groups["head"] == [c for c in range(len(freqs)) if freqs[c] > 0.01]
-    assert stats.groups["tail"] == [c for c in range(len(freqs)) if freqs[c] < 0.001]
+    assert (expected.sum() < all_pixels) and stats.extra["all_pixels"] == all_pixels  # some ignored
+    # Groups by share of all pixels, ignored ones included (as ADE20K's Ratio column).
+    shares = expected / all_pixels
+    assert stats.groups["head"] == [c for c in range(len(shares)) if shares[c] > 0.01]
+    assert stats.groups["tail"] == [c for c in range(len(shares)) if shares[c] <= 0.001]
+    assert sorted(sum(stats.groups.values(), [])) == list(range(stats.num_classes))
+
+
+def test_ade20k_object_info_gives_disalign_groups(ade20k_object_info):
+    """Detectron2's own ade20k_sem_seg_train (its class names; no images needed) with the
+    published objectInfo150.txt: DisAlign's [:20], [20:75], [75:]."""
+    stats = compute_class_stats("ade20k_sem_seg_train", object_info=ade20k_object_info)
+    assert stats.groups == {"head": list(range(20)), "body": list(range(20, 75)),
+                            "tail": list(range(75, 150))}
+    assert stats.class_names[19] == "chair" and stats.class_names[20] == "car"
+    assert stats.class_names[75] == "swivel chair" and 75 in stats.groups["tail"]
+    assert "as published" in stats.group_rule and "tail <= 0.001" in stats.group_rule
 
 
 def test_cityscapes_layout_gives_the_same_counts(datasets_root):
@@ -120,8 +136,8 @@ def test_one_label_file_is_counted_and_checked_from_one_histogram(dtype, tmp_pat
     path = tmp_path / "label.png"
     Image.fromarray(label).save(path)
     assert np.asarray(Image.open(path)).dtype == dtype
-    hist = class_counting._count_label_file((str(path), 5, 255))
-    assert hist.tolist() == [int((label == c).sum()) for c in range(5)]
+    hist, pixels = class_counting._count_label_file((str(path), 5, 255))
+    assert pixels == label.size and hist.tolist() == [int((label == c).sum()) for c in range(5)]
     label[5, 7] = 9  # out of range: refused, naming the file
     Image.fromarray(label).save(path)
     with pytest.raises(DatasetError, match=rf"label file {path} has values \[9\] >= num_classes 5"):

@@ -1,4 +1,4 @@
-"""LongTailSemSegEvaluator: agreement with Detectron2, absent classes, groups, errors, JSON."""
+"""LongTailSemSegEvaluator: agreement with Detectron2, the mIoU rule, groups, errors, files."""
 import longtailseg  # noqa: F401  (must precede detectron2: numpy / Pillow compatibility)
 
 import json
@@ -15,7 +15,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
-from longtailseg.errors import DatasetError
+from longtailseg.errors import ConfigError, DatasetError
 from longtailseg.evaluation import LongTailSemSegEvaluator, format_class_table, format_group_table
 
 IGNORE = 255
@@ -111,7 +111,7 @@ HAND_PRED = np.array([[0, 0, 3, 1], [2, 2, 2, 3]])
 HAND_GROUPS = {"head": [0, 1], "body": [2], "tail": [3]}
 
 
-def test_absent_class_is_left_out_of_means_and_groups_are_correct(tmp_path, datasets, caplog):
+def test_standard_miou_counts_a_predicted_but_absent_class_as_zero(tmp_path, datasets, caplog):
     class_names = ["a", "b", "c", "d"]
     name, inputs = register_dataset([HAND_GT], str(tmp_path), class_names)
     datasets.append(name)
@@ -120,20 +120,21 @@ def test_absent_class_is_left_out_of_means_and_groups_are_correct(tmp_path, data
     shares = [0.3, 0.6, 0.08, 0.02]
     with caplog.at_level(logging.INFO, logger="longtailseg.evaluation.sem_seg_evaluation"):
         res = run(
-            LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS, class_shares=shares),
+            LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS, train_pixel_shares=shares),
             inputs,
             outputs,
         )
     assert format_group_table(res, HAND_GROUPS) in caplog.text  # the group table is logged
     assert format_class_table(res, class_names, shares, HAND_GROUPS) in caplog.text  # and per class
 
-    iou = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 3}
+    iou = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 3, "d": 0.0}
     acc = {"a": 2 / 3, "b": 1 / 2, "c": 1 / 2}
     for c in iou:
         assert res[f"IoU-{c}"] == pytest.approx(100 * iou[c])
+    for c in acc:
         assert res[f"ACC-{c}"] == pytest.approx(100 * acc[c])
-    assert math.isnan(res["IoU-d"]) and math.isnan(res["ACC-d"])
-    assert res["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 3) / 3)  # 50, not 37.5
+    assert math.isnan(res["ACC-d"])  # no ground truth: no accuracy
+    assert res["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 3 + 0) / 4)  # 37.5
     assert res["mACC"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 2) / 3)
     assert res["pACC"] == pytest.approx(100 * 4 / 7)
     assert res["fwIoU"] == pytest.approx(100 * (3 * 2 / 3 + 2 * 1 / 2 + 2 * 1 / 3) / 7)
@@ -141,11 +142,57 @@ def test_absent_class_is_left_out_of_means_and_groups_are_correct(tmp_path, data
     assert res["mACC-head"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
     assert res["mIoU-body"] == pytest.approx(100 / 3)
     assert res["mACC-body"] == pytest.approx(50.0)
-    assert math.isnan(res["mIoU-tail"]) and math.isnan(res["mACC-tail"])
+    assert res["mIoU-tail"] == 0.0  # d is predicted twice and never right
+    assert math.isnan(res["mACC-tail"])
 
-    # Detectron2 v0.6 counts the absent but predicted class in the denominator.
+
+def test_ground_truth_rule_leaves_absent_classes_out(tmp_path, datasets):
+    """TEST.MIOU_RULE "ground_truth": only classes with ground-truth pixels enter mIoU."""
+    name, inputs = register_dataset([HAND_GT], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    res = run(LongTailSemSegEvaluator(name, distributed=False, class_groups=HAND_GROUPS,
+                                      miou_rule="ground_truth"),
+              inputs, [{"sem_seg": one_hot_scores(HAND_PRED, 4)}])
+    assert math.isnan(res["IoU-d"])
+    assert res["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 3) / 3)  # 50, not 37.5
+    assert math.isnan(res["mIoU-tail"]) and math.isnan(res["mACC-tail"])
+    assert res["mDice"] == pytest.approx(100 * (4 / 5 + 2 / 3 + 2 / 4) / 3)
+
+
+def test_unknown_miou_rule_is_a_config_error(tmp_path, datasets):
+    name, _ = register_dataset([HAND_GT], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    with pytest.raises(ConfigError, match="TEST.MIOU_RULE.*standard, ground_truth"):
+        LongTailSemSegEvaluator(name, distributed=False, miou_rule="present")
+
+
+def test_matches_detectron2_when_a_class_is_predicted_but_absent(tmp_path, datasets):
+    """Detectron2 v0.6's SemSegEvaluator computes mIoU as the sum of the IoUs of the classes with
+    ground truth divided by the number of classes with ground truth or prediction, i.e. a class
+    predicted but absent from the ground truth counts as IoU 0: the standard rule. So on such a
+    case mIoU, fwIoU, mACC, pACC, every ACC-<class> and the IoU-<class> of every class with
+    ground truth agree by definition. They differ only in the per-class IoU of the predicted but
+    absent class: v0.6 stores NaN there (though its mean counts it as 0), we store the 0 that
+    enters the mean (as mmsegmentation does)."""
+    rng = np.random.default_rng(3)
+    class_names = [f"class{c}" for c in range(6)]
+    labels, outputs = random_case(rng, len(class_names), [(17, 23), (9, 31)])
+    for label in labels:  # class 4 leaves the ground truth but stays in the random predictions
+        label[label == 4] = 0
+    name, inputs = register_dataset(labels, str(tmp_path), class_names)
+    datasets.append(name)
+
+    ours = run(LongTailSemSegEvaluator(name, distributed=False), inputs, outputs)
     theirs = run(SemSegEvaluator(name, distributed=False), inputs, outputs)
-    assert theirs["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 1 / 3) / 4)
+
+    assert ours["IoU-class4"] == 0.0 and math.isnan(theirs["IoU-class4"])
+    present = [c for c in class_names if c != "class4"]
+    for key in ["mIoU", "fwIoU", "mACC", "pACC"] + [f"ACC-{c}" for c in class_names] + [
+        f"IoU-{c}" for c in present
+    ]:
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-9, nan_ok=True), key
+    # Leaving class 4 out instead would raise the mean by a fifth (5 classes instead of 6).
+    assert ours["mIoU"] == pytest.approx(sum(ours[f"IoU-{c}"] for c in present) / 6)
 
 
 def test_format_group_table_rows_and_values():
@@ -218,17 +265,40 @@ def test_results_json_is_written_atomically_and_equals_results(tmp_path, dataset
     evaluator = LongTailSemSegEvaluator(
         name, distributed=False, output_dir=str(out_dir), class_groups=HAND_GROUPS,
         group_shares={"head": 0.9, "body": 0.09, "tail": 0.01},
+        train_pixel_shares=[0.5, 0.4, 0.09, 0.01],
     )
     res = run(evaluator, inputs, [{"sem_seg": one_hot_scores(HAND_PRED, 4)}])
 
-    assert sorted(os.listdir(out_dir)) == ["sem_seg_results.json"]  # no temporary file left
+    # No temporary file left.
+    assert sorted(os.listdir(out_dir)) == ["sem_seg_confusion_matrix.npy", "sem_seg_results.json"]
     with open(out_dir / "sem_seg_results.json") as f:
         written = json.load(f)
     assert written["sem_seg"] == {k: None if math.isnan(v) else v for k, v in res.items()}
-    assert written["sem_seg"]["mIoU-tail"] is None
+    assert written["sem_seg"]["mACC-tail"] is None
+    assert written["miou_rule"] == "standard"
     assert written["class_groups"] == HAND_GROUPS
     assert written["group_class_counts"] == {"head": 2, "body": 1, "tail": 1}
     assert written["group_present_class_counts"] == {"head": 2, "body": 1, "tail": 0}
+    per_class = {entry["name"]: entry for entry in written["per_class"]}
+    # c is predicted 3 times, once on the ignored pixel, which does not count.
+    assert per_class["c"] == {"id": 2, "name": "c", "group": "body", "IoU": pytest.approx(100 / 3),
+                              "ACC": 50.0, "Dice": 50.0, "gt_pixels": 2, "pred_pixels": 2,
+                              "train_pixel_share": 0.09}
+    assert per_class["d"]["IoU"] == 0.0 and per_class["d"]["ACC"] is None
+    assert per_class["d"]["pred_pixels"] == 2 and per_class["d"]["gt_pixels"] == 0
+
+    matrix = np.load(out_dir / written["confusion_matrix_file"])
+    assert matrix.shape == (5, 5) and matrix.sum() == HAND_GT.size
+    assert matrix[2, 4] == 1  # c predicted on the ignored pixel: [pred, gt], gt = ignore column
+    assert matrix[3, 0] == 1 and matrix[3, 2] == 1  # d predicted on an a and on a c pixel
+    assert np.trace(matrix[:4, :4]) == 4
+
+
+def test_train_pixel_shares_of_another_class_count_are_refused(tmp_path, datasets):
+    name, _ = register_dataset([HAND_GT], str(tmp_path), ["a", "b", "c", "d"])
+    datasets.append(name)
+    with pytest.raises(ConfigError, match="3 classes but dataset .* has 4.*CLASS_STATS"):
+        LongTailSemSegEvaluator(name, distributed=False, train_pixel_shares=[0.5, 0.3, 0.2])
 
 
 def test_results_accumulate_over_batches_and_reset(tmp_path, datasets):
@@ -299,8 +369,8 @@ def test_dice_error_on_the_hand_built_case(tmp_path, datasets):
     datasets.append(name)
     res = run(LongTailSemSegEvaluator(name, distributed=False), inputs,
               [{"sem_seg": one_hot_scores(HAND_PRED, 4)}])
-    # Dice 2TP / (2TP + FP + FN): a 4/5, b 2/3, c 2/4; d has no ground truth and is left out.
-    expected = (4 / 5 + 2 / 3 + 2 / 4) / 3
+    # Dice 2TP / (2TP + FP + FN): a 4/5, b 2/3, c 2/4, d 0 (predicted, no ground truth).
+    expected = (4 / 5 + 2 / 3 + 2 / 4 + 0) / 4
     assert res["mDice"] == pytest.approx(100 * expected)
     assert res["DiceErr"] == pytest.approx(1 - expected)
 

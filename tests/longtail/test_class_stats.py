@@ -15,8 +15,39 @@ def _stats(counts, names=None):
 
 
 def test_split_by_ratio_thresholds():
-    groups = cs.split_by_ratio([0.5, 0.011, 0.01, 0.001, 0.0009, 0.0])
-    assert groups == {"head": [0, 1], "body": [2, 3], "tail": [4, 5]}
+    """Head strictly above 1 %, tail at or below 0.1 % (DisAlign's ADE20K boundaries)."""
+    groups = cs.split_by_ratio([0.5, 0.011, 0.01, 0.0011, 0.001, 0.0009, 0.0])
+    assert groups == {"head": [0, 1], "body": [2, 3], "tail": [4, 5, 6]}
+
+
+# objectInfo150 rows around DisAlign's two boundaries (values as published): "chair" is the 20th
+# and last head class, "car" (0.0098) the first body class, "computer" (0.0011) the last body
+# class and "swivel chair" (0.0010) the first tail class.
+OBJECT_INFO_BOUNDARIES = """Idx\tRatio\tTrain\tVal\tName
+20\t0.0103\t3261\t318\tchair
+21\t0.0098\t3164\t306\tcar, auto, automobile, machine, motorcar
+75\t0.0011\t265\t29\tcomputer, computing machine
+76\t0.0010\t324\t33\tswivel chair
+77\t0.0009\t304\t27\tboat
+"""
+
+
+def test_object_info_boundary_classes_fall_in_disalign_groups(tmp_path):
+    path = tmp_path / "objectInfo150.txt"
+    path.write_text(OBJECT_INFO_BOUNDARIES)
+    info = cs.parse_ade20k_object_info(str(path))
+    assert cs.split_by_ratio(info["ratios"]) == {"head": [0], "body": [1, 2], "tail": [3, 4]}
+
+
+def test_published_object_info_gives_disalign_groups_exactly(ade20k_object_info):
+    """The full published table: [:20], [20:75], [75:] (20 / 55 / 75 classes). Renormalising
+    the ratios by their sum (0.9275) would move "car" into head: 21 / 55 / 74."""
+    info = cs.parse_ade20k_object_info(ade20k_object_info)
+    assert len(info["ratios"]) == 150 and sum(info["ratios"]) == pytest.approx(0.9275)
+    groups = cs.split_by_ratio(info["ratios"])
+    assert groups == {"head": list(range(20)), "body": list(range(20, 75)), "tail": list(range(75, 150))}
+    renormalised = cs.split_by_ratio(np.asarray(info["ratios"]) / sum(info["ratios"]))
+    assert [len(ids) for ids in renormalised.values()] == [21, 55, 74]
 
 
 def test_split_by_ratio_rejects_inverted_thresholds():

@@ -154,3 +154,31 @@ def test_a_loss_registered_by_the_user_is_chosen_by_its_config_name(datasets_roo
         assert custom(batch)["loss_sem_seg"].item() == pytest.approx(plain(batch)["loss_sem_seg"].item() / 2)
     finally:
         LOSS_REGISTRY._obj_map.pop("HalfCE")
+
+
+def test_pat_default_constant_trains_at_150_classes(datasets_root, tmp_path):
+    """With every PAT key at its default, 150 classes (ADE20K's count): beta <= e^3 / 2, so the
+    loss is about beta * log(150) / 150 at initialisation, not the ~1e12 of K = C = 150."""
+    torch.manual_seed(0)
+    cfg = _cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "PAT", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "150")
+    assert cfg.MODEL.LONG_TAIL.LOSS.PAT_CONSTANT == 3.0
+    model = build_model(cfg).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    for seed in range(2):
+        losses = model(random_batch(seed=seed, num_classes=150))
+        loss = losses["loss_sem_seg"]
+        assert torch.isfinite(loss) and 0.01 < loss.item() < 1.0, loss.item()
+        optimizer.zero_grad(), loss.backward(), optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("constant, num_classes", [("0.0", "150"), ("40.0", "19")])
+def test_saturating_pat_constant_is_refused_naming_the_key(datasets_root, tmp_path, constant, num_classes):
+    from longtailseg.errors import ConfigError
+
+    cfg = _cfg(tmp_path, "MODEL.LONG_TAIL.LOSS.NAME", "PAT", "MODEL.LONG_TAIL.LOSS.PAT_CONSTANT", constant,
+               "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes)
+    with pytest.raises(ConfigError, match=r"MODEL\.LONG_TAIL\.LOSS\.PAT_CONSTANT K = (150|40).*exceeds "
+                                          r"PAT_MAX_EXPONENT = 30.*at most 30") as excinfo:
+        build_model(cfg)
+    assert "\n" not in str(excinfo.value)

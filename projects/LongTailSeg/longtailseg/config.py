@@ -15,8 +15,9 @@ def add_longtailseg_config(cfg):
     # the class_stats.json beside a local MODEL.WEIGHTS, else OUTPUT_DIR/class_stats.json if it
     # was counted from the same data, else the training split is counted into that file.
     cfg.MODEL.LONG_TAIL.CLASS_STATS = ""
-    # Semantic segmentation groups by share of training pixels: head > HEAD_RATIO,
-    # tail < TAIL_RATIO, body between (DisAlign's ADE20K split). LVIS uses its r/c/f field.
+    # Semantic segmentation groups by share of all training pixels (ignored ones in the total, as
+    # in ADE20K's objectInfo150 Ratio): head > HEAD_RATIO, tail <= TAIL_RATIO, body between
+    # (DisAlign's ADE20K split [:20], [20:75], [75:]). LVIS uses its r/c/f field.
     cfg.MODEL.LONG_TAIL.HEAD_RATIO = 0.01
     cfg.MODEL.LONG_TAIL.TAIL_RATIO = 0.001
 
@@ -49,11 +50,13 @@ def add_longtailseg_config(cfg):
     # PAT: temperature tau of p = softmax(z / tau).
     cfg.MODEL.LONG_TAIL.LOSS.PAT_TAU = 1.0
     # PAT: the constant K of beta = exp(K (1 - p)) / 2; 0 = the number of classes (authors' code).
-    cfg.MODEL.LONG_TAIL.LOSS.PAT_CONSTANT = 0.0
+    # 3.0 trains at any class count (beta <= e^3 / 2). A K above PAT_MAX_EXPONENT (so K = 0 with
+    # more than 30 classes) would saturate beta for every poorly classified pixel and is refused.
+    cfg.MODEL.LONG_TAIL.LOSS.PAT_CONSTANT = 3.0
     # PAT: stop the gradient through beta (the authors do not).
     cfg.MODEL.LONG_TAIL.LOSS.PAT_DETACH_BETA = False
     # PAT: bound on the exponent K (1 - p), so beta <= exp(bound) / 2 stays finite in float32
-    # (K = 150 overflows); warned once per process when it is reached.
+    # (K = 150 overflows); a PAT_CONSTANT above it is refused, as it could reach the bound.
     cfg.MODEL.LONG_TAIL.LOSS.PAT_MAX_EXPONENT = 30.0
     # PAT: class-wise gradient homogenization (each class's loss in an image divided by its mask
     # size, then mean over present classes and images); False = mean over pixels.
@@ -108,6 +111,12 @@ def add_longtailseg_config(cfg):
     cfg.TEST.UNIFORM = CN()
     cfg.TEST.UNIFORM.ENABLED = False
     cfg.TEST.UNIFORM.SEED = 0
+    # Which classes enter mIoU (and mDice), for every group and the uniform setting:
+    # "standard" = every class in the ground truth or the prediction, a class predicted but absent
+    # from the ground truth scoring IoU 0 (mmsegmentation, Detectron2; compare with papers only
+    # under this rule); "ground_truth" = only classes with ground-truth pixels (predictions of
+    # absent classes then lower only the present classes' IoU).
+    cfg.TEST.MIOU_RULE = "standard"
 
     # Decode heads of longtailseg/modeling/sem_seg/decode_heads.py (they read the last of
     # SEM_SEG_HEAD.IN_FEATURES, CONVS_DIM channels).

@@ -4,6 +4,8 @@ import json
 import os
 import tempfile
 
+import numpy as np
+
 
 def write_text_atomically(text, path):
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
@@ -17,6 +19,11 @@ def write_json_atomically(data, path, indent=1, allow_nan=True):
 def write_bytes_atomically(data, path):
     """Write the bytes ``data`` (e.g. an encoded PNG) to ``path`` through a temporary file."""
     write_atomically(path, lambda f: f.write(data), binary=True)
+
+
+def write_numpy_atomically(array, path):
+    """Save ``array`` in numpy's ``.npy`` format (``np.load`` reads it) the same way."""
+    write_atomically(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False), binary=True)
 
 
 def write_atomically(path, write, binary=False):

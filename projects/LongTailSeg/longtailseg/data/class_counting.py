@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 def _count_label_file(job):
-    """Pixel histogram (classes 0..C-1) of one label PNG; runs in a worker process. The values
-    are checked on the same histogram, so each label is scanned once after decoding."""
+    """Pixel histogram (classes 0..C-1) of one label PNG and its number of pixels (ignored ones
+    included); runs in a worker process. The values are checked on the same histogram, so each
+    label is scanned once after decoding."""
     path, num_classes, ignore_label = job
     label = np.asarray(Image.open(path))
     if label.ndim != 2:
@@ -38,7 +39,7 @@ def _count_label_file(job):
     else:  # signed (32-bit PNG) labels: negative values cannot be binned
         check_label_values(label, num_classes, ignore_label, path)
         hist = np.bincount(label.ravel(), minlength=num_classes)
-    return hist[:num_classes]
+    return hist[:num_classes], label.size
 
 
 def _require_train_split(dataset_name):
@@ -50,7 +51,12 @@ def _require_train_split(dataset_name):
 
 
 def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=True):
-    """Pixels per class over the split's label files, in ``num_workers`` processes."""
+    """Pixels per class over the split's label files, in ``num_workers`` processes.
+
+    Groups use each class's share of all label pixels, ignored ones included, which is what
+    ADE20K's published Ratio column measures (``class_stats.split_by_ratio``); ``counts`` and the
+    frequencies that the methods use are labelled pixels only.
+    """
     _require_train_split(dataset_name)
     dicts = get_dataset_dicts_checked(dataset_name)
     metadata = MetadataCatalog.get(dataset_name)
@@ -59,20 +65,23 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
     jobs = [(d["sem_seg_file_name"], len(names), ignore) for d in dicts]
     counts = np.zeros(len(names), dtype=np.int64)
     image_counts = np.zeros(len(names), dtype=np.int64)
+    all_pixels = 0
     bar = dict(total=len(jobs), desc=f"counting pixels of {dataset_name}", disable=not progress)
     if num_workers > 1 and len(jobs) > 1:
         # fork: the workers only need numpy and Pillow, and a spawned worker would re-import torch.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(num_workers) as pool:
             results = pool.imap(_count_label_file, jobs, chunksize=max(1, len(jobs) // (8 * num_workers)))
-            for hist in tqdm(results, **bar):
+            for hist, size in tqdm(results, **bar):
                 counts += hist
                 image_counts += hist > 0
+                all_pixels += size
     else:
-        for hist in tqdm(map(_count_label_file, jobs), **bar):
+        for hist, size in tqdm(map(_count_label_file, jobs), **bar):
             counts += hist
             image_counts += hist > 0
-    groups = cs.split_by_ratio(counts / max(counts.sum(), 1), head_ratio, tail_ratio)
+            all_pixels += size
+    groups = cs.split_by_ratio(counts / max(all_pixels, 1), head_ratio, tail_ratio)
     return cs.ClassStats(
         dataset=dataset_name,
         task="sem_seg",
@@ -80,9 +89,11 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
         counts=counts.tolist(),
         image_counts=image_counts.tolist(),
         groups=groups,
-        group_rule=f"share of training pixels: head > {head_ratio:g}, tail < {tail_ratio:g}",
+        group_rule=(f"share of all training pixels (ignored included): head > {head_ratio:g}, "
+                    f"tail <= {tail_ratio:g}"),
         num_images=len(jobs),
         data_fingerprint=sem_seg_fingerprint(dicts),
+        extra={"all_pixels": int(all_pixels)},
     )
 
 
@@ -113,7 +124,11 @@ def count_lvis(dataset_name, progress=True):
 
 
 def stats_from_ade20k_object_info(dataset_name, path, head_ratio, tail_ratio):
-    """ADE20K's published per-class pixel Ratio (objectInfo150.txt) in place of our own count."""
+    """ADE20K's published per-class pixel Ratio (objectInfo150.txt) in place of our own count.
+
+    The groups come from the Ratio column as published (shares of all pixels, not renormalised
+    by their sum): with the default thresholds they are DisAlign's [:20], [20:75], [75:].
+    """
     metadata = MetadataCatalog.get(dataset_name)
     info = cs.parse_ade20k_object_info(path)
     names = list(metadata.stuff_classes)
@@ -129,8 +144,8 @@ def stats_from_ade20k_object_info(dataset_name, path, head_ratio, tail_ratio):
         class_names=names,
         counts=ratios.tolist(),
         image_counts=info["train_images"],
-        groups=cs.split_by_ratio(ratios / ratios.sum(), head_ratio, tail_ratio),
-        group_rule=f"objectInfo150 Ratio (renormalised): head > {head_ratio:g}, tail < {tail_ratio:g}",
+        groups=cs.split_by_ratio(ratios, head_ratio, tail_ratio),
+        group_rule=f"objectInfo150 Ratio as published: head > {head_ratio:g}, tail <= {tail_ratio:g}",
         num_images=0,
         source=f"Ratio column of {os.path.basename(path)}",
     )

@@ -1,11 +1,11 @@
 """Semantic-segmentation evaluation with head / body / tail breakdown.
 
-:class:`LongTailSemSegEvaluator` is a drop-in :class:`detectron2.evaluation.SemSegEvaluator`
-that also reports mIoU / mACC per class group. It differs from Detectron2 v0.6 in one rule:
-a class with no ground-truth pixels is left out of every mean (v0.6 counts a class that is
-predicted but absent from the ground truth as IoU 0 in the mIoU denominator). On long-tailed
-validation sets many tail classes can be absent, and counting them as 0 would make the tail
-mIoU measure false positives rather than segmentation quality.
+:class:`LongTailSemSegEvaluator` reports Detectron2's ``SemSegEvaluator`` metrics plus mIoU /
+mACC per class group. mIoU follows the standard rule (mmsegmentation, which the long-tail papers
+used, and Detectron2's mIoU): a class counts when it occurs in the ground truth or in the
+prediction, so a class predicted but absent from the ground truth has IoU 0; only a class with
+neither is left out. The rule ``"ground_truth"`` (``TEST.MIOU_RULE``) leaves out every class
+without ground-truth pixels instead; it is not comparable with published numbers.
 """
 
 import logging
@@ -15,21 +15,24 @@ from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from tabulate import tabulate
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import SemSegEvaluator
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
 
 from ..data.labels import check_label_values
 from ..errors import ConfigError, DatasetError
-from ..io import write_json_atomically
+from ..io import write_json_atomically, write_numpy_atomically
 
 DEFAULT_IGNORE_LABEL = 255
 RESULTS_FILE_NAME = "sem_seg_results.json"
+CONFUSION_MATRIX_FILE_NAME = "sem_seg_confusion_matrix.npy"
+# Which classes enter mIoU and mDice: "standard" = those in the ground truth or the prediction
+# (a predicted but absent class scores 0); "ground_truth" = only those with ground-truth pixels.
+MIOU_RULES = ("standard", "ground_truth")
 # At most this many offending label values are named in an error message (one line).
 _MAX_VALUES_IN_MESSAGE = 10
 
@@ -38,50 +41,74 @@ def sem_seg_metrics(
     conf_matrix: np.ndarray,
     class_names: Sequence[str],
     class_groups: Optional[Mapping[str, Sequence[int]]] = None,
+    miou_rule: str = "standard",
 ) -> Dict[str, float]:
     """Metrics (in percent) from a ``(C+1) x (C+1)`` confusion matrix indexed ``[pred, gt]``.
 
-    The last row / column holds ignored ground-truth pixels and is not counted. Classes without
-    ground-truth pixels get NaN IoU / ACC and are left out of every mean; a mean over no class
-    is NaN. Keys follow Detectron2 (``mIoU``, ``fwIoU``, ``IoU-<name>``, ``mACC``, ``pACC``,
-    ``ACC-<name>``) plus ``mIoU-<group>`` and ``mACC-<group>`` for each group, ``mDice`` (mean
-    of the per-class Dice 2TP / (|pred| + |gt|)) and ``DiceErr`` = 1 - mDice / 100, the "Dice
-    error" of the PAT paper (a fraction, not a percentage).
+    The last row / column holds ignored ground-truth pixels and is not counted.
+
+    * IoU and Dice (``miou_rule="standard"``): a class with ground-truth or predicted pixels
+      counts; one predicted but absent from the ground truth has IoU 0 and Dice 0; one with
+      neither is NaN and left out of every mean. With ``"ground_truth"`` every class without
+      ground-truth pixels is NaN and left out.
+    * ACC: NaN and left out for a class without ground-truth pixels (either rule).
+
+    A mean over no class is NaN. Keys follow Detectron2 (``mIoU``, ``fwIoU``, ``IoU-<name>``,
+    ``mACC``, ``pACC``, ``ACC-<name>``) plus ``mIoU-<group>`` and ``mACC-<group>`` for each group,
+    ``mDice`` (mean of the per-class Dice 2TP / (|pred| + |gt|)) and ``DiceErr`` = 1 - mDice / 100,
+    the "Dice error" of the PAT paper (a fraction, not a percentage).
     """
+    if miou_rule not in MIOU_RULES:
+        raise ConfigError(f"TEST.MIOU_RULE is {miou_rule!r}; choose one of {', '.join(MIOU_RULES)}")
     num_classes = len(class_names)
+    per_class = per_class_metrics(conf_matrix, num_classes, miou_rule)
+    iou, acc, dice = per_class["iou"], per_class["acc"], per_class["dice"]
+    gt_pixels = per_class["gt_pixels"]
+    total_gt = gt_pixels.sum()
+
+    res = {}
+    res["mIoU"] = 100 * _nanmean(iou)
+    present = gt_pixels > 0
+    # Detectron2's fwIoU: weights are ground-truth shares, so only present classes contribute.
+    weighted_iou = np.sum(iou[present] * gt_pixels[present])
+    res["fwIoU"] = 100 * float(weighted_iou / total_gt) if total_gt > 0 else math.nan
+    for name, value in zip(class_names, iou):
+        res[f"IoU-{name}"] = 100 * float(value)
+    res["mACC"] = 100 * _nanmean(acc)
+    res["pACC"] = 100 * float(per_class["true_positives"].sum() / total_gt) if total_gt > 0 else math.nan
+    for name, value in zip(class_names, acc):
+        res[f"ACC-{name}"] = 100 * float(value)
+    res["mDice"] = 100 * _nanmean(dice)
+    res["DiceErr"] = 1 - res["mDice"] / 100
+    for group, ids in (class_groups or {}).items():
+        ids = np.asarray(list(ids), dtype=np.int64)
+        res[f"mIoU-{group}"] = 100 * _nanmean(iou[ids])
+        res[f"mACC-{group}"] = 100 * _nanmean(acc[ids])
+    return res
+
+
+def per_class_metrics(conf_matrix: np.ndarray, num_classes: int,
+                      miou_rule: str = "standard") -> Dict[str, np.ndarray]:
+    """Per-class fractions (not percent) and pixel counts of a ``[pred, gt]`` confusion matrix:
+    ``iou``, ``acc``, ``dice`` (NaN where a class is left out, see :func:`sem_seg_metrics`),
+    ``true_positives``, ``gt_pixels``, ``pred_pixels``."""
     counted = np.asarray(conf_matrix, dtype=np.float64)[:num_classes, :num_classes]
     true_positives = counted.diagonal()
     gt_pixels = counted.sum(axis=0)
     # Predictions on ignored pixels sit in the last column, which `counted` drops: they are no FP.
     pred_pixels = counted.sum(axis=1)
     present = gt_pixels > 0
+    scored = (gt_pixels + pred_pixels > 0) if miou_rule == "standard" else present
 
     iou = np.full(num_classes, np.nan)
     acc = np.full(num_classes, np.nan)
-    union = gt_pixels + pred_pixels - true_positives
-    iou[present] = true_positives[present] / union[present]
-    acc[present] = true_positives[present] / gt_pixels[present]
-
-    total_gt = gt_pixels.sum()
-    res = {}
-    res["mIoU"] = 100 * _mean_over_present(iou, present)
-    weighted_iou = np.sum(iou[present] * gt_pixels[present])
-    res["fwIoU"] = 100 * float(weighted_iou / total_gt) if total_gt > 0 else math.nan
-    for name, value in zip(class_names, iou):
-        res[f"IoU-{name}"] = 100 * float(value)
-    res["mACC"] = 100 * _mean_over_present(acc, present)
-    res["pACC"] = 100 * float(true_positives.sum() / total_gt) if total_gt > 0 else math.nan
-    for name, value in zip(class_names, acc):
-        res[f"ACC-{name}"] = 100 * float(value)
     dice = np.full(num_classes, np.nan)
-    dice[present] = 2 * true_positives[present] / (gt_pixels[present] + pred_pixels[present])
-    res["mDice"] = 100 * _mean_over_present(dice, present)
-    res["DiceErr"] = 1 - res["mDice"] / 100
-    for group, ids in (class_groups or {}).items():
-        ids = np.asarray(list(ids), dtype=np.int64)
-        res[f"mIoU-{group}"] = 100 * _mean_over_present(iou[ids], present[ids])
-        res[f"mACC-{group}"] = 100 * _mean_over_present(acc[ids], present[ids])
-    return res
+    union = gt_pixels + pred_pixels - true_positives
+    iou[scored] = true_positives[scored] / union[scored]
+    dice[scored] = 2 * true_positives[scored] / (gt_pixels[scored] + pred_pixels[scored])
+    acc[present] = true_positives[present] / gt_pixels[present]
+    return {"iou": iou, "acc": acc, "dice": dice, "true_positives": true_positives,
+            "gt_pixels": gt_pixels, "pred_pixels": pred_pixels}
 
 
 def uniform_confusion_matrix(conf_matrix: np.ndarray, pixels_per_class: Optional[int] = None,
@@ -109,9 +136,10 @@ def uniform_confusion_matrix(conf_matrix: np.ndarray, pixels_per_class: Optional
     return uniform
 
 
-def _mean_over_present(values: np.ndarray, present: np.ndarray) -> float:
-    """Mean of ``values`` where ``present``; NaN when no class is present."""
-    return float(values[present].mean()) if present.any() else math.nan
+def _nanmean(values: np.ndarray) -> float:
+    """Mean of the values that are not NaN; NaN when all are (no warning, unlike np.nanmean)."""
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else math.nan
 
 
 def _format_number(value, fmt: str = "{:.2f}") -> str:
@@ -205,9 +233,15 @@ def _nan_to_none(value):
     return value
 
 
-class LongTailSemSegEvaluator(SemSegEvaluator):
-    """SemSegEvaluator that leaves classes absent from the ground truth out of every mean and
-    adds ``mIoU-<group>`` / ``mACC-<group>`` for head / body / tail class groups."""
+class LongTailSemSegEvaluator(DatasetEvaluator):
+    """Detectron2's semantic-segmentation metrics (``SemSegEvaluator``'s keys; standard mIoU, see
+    the module docstring) plus ``mIoU-<group>`` / ``mACC-<group>`` for head / body / tail class
+    groups, written with per-class numbers and the confusion matrix to ``output_dir``.
+
+    It reads the ground truth as ``SemSegEvaluator`` does (the label file that the dataset record
+    of an input names) but keeps no per-image RLE predictions (v0.6's
+    ``sem_seg_predictions.json``), and refuses label values outside the classes.
+    """
 
     def __init__(
         self,
@@ -217,10 +251,12 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
         *,
         class_groups: Optional[Mapping[str, Sequence[int]]] = None,
         group_shares: Optional[Mapping[str, float]] = None,
-        class_shares: Optional[Sequence[float]] = None,
         num_classes: Optional[int] = None,
         ignore_label: Optional[int] = None,
         uniform_seed: Optional[int] = None,
+        train_pixel_shares: Optional[Sequence[float]] = None,
+        miou_rule: str = "standard",
+        results_key: str = "sem_seg",
     ):
         """
         Args:
@@ -228,37 +264,38 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                 ``file_name`` and ``sem_seg_file_name``.
             distributed: gather confusion matrices from all ranks; only the main process
                 returns results.
-            output_dir: where ``sem_seg_results.json`` is written (main process only).
+            output_dir: where ``sem_seg_results.json`` (metrics, per-class numbers, groups) and
+                ``sem_seg_confusion_matrix.npy`` are written (main process only).
             class_groups: group name -> contiguous class ids, e.g. ``ClassStats.groups``.
             group_shares: group name -> share of training pixels (only shown in the table).
-            class_shares: per class, its share of training pixels (the per-class table is
-                sorted by it).
             num_classes, ignore_label: default to the metadata's ``len(stuff_classes)`` and
                 ``ignore_label`` (255 when unset).
             uniform_seed: when given, also report the "uniform" test setting (MEDOE): the
                 metrics of the test pixels sub-sampled with this seed so that every class has
                 as many pixels as the rarest one (``uniform_confusion_matrix``); summary keys
                 get the suffix ``-uniform`` (``mIoU-uniform``, ``mACC-tail-uniform``, ...).
+            train_pixel_shares: each class's share of the training pixels (``ClassStats
+                .frequencies``), written beside its IoU / ACC in the results file.
+            miou_rule: ``"standard"`` or ``"ground_truth"`` (:func:`sem_seg_metrics`).
+            results_key: the key of the metrics in what :meth:`evaluate` returns; another
+                evaluator of the same dataset (Cityscapes' own) may already use ``sem_seg``.
         """
-        # SemSegEvaluator.__init__ is not called: it warns on num_classes / ignore_label and
-        # needs metadata.ignore_label to exist. The attributes it sets are set here instead.
         self._logger = logging.getLogger(__name__)
         self._dataset_name = dataset_name
         self._distributed = distributed
         self._output_dir = output_dir
-        self._cpu_device = torch.device("cpu")
+        self._results_key = results_key
+        if miou_rule not in MIOU_RULES:
+            raise ConfigError(f"TEST.MIOU_RULE is {miou_rule!r}; choose one of {', '.join(MIOU_RULES)}")
+        self._miou_rule = miou_rule
 
-        self.input_file_to_gt_file = {
+        self._gt_files = {
             record["file_name"]: record["sem_seg_file_name"]
             for record in DatasetCatalog.get(dataset_name)
             if "sem_seg_file_name" in record
         }
 
         meta = MetadataCatalog.get(dataset_name)
-        stuff_to_contiguous = meta.get("stuff_dataset_id_to_contiguous_id", None)
-        self._contiguous_id_to_dataset_id = (
-            {v: k for k, v in stuff_to_contiguous.items()} if stuff_to_contiguous else None
-        )
         class_names = meta.get("stuff_classes", None)
         if class_names is None:
             if num_classes is None:
@@ -290,21 +327,27 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                     "statistics computed for this dataset (MODEL.LONG_TAIL.CLASS_STATS)"
                 )
         self._group_shares = dict(group_shares) if group_shares else None
-        self._class_shares = None if class_shares is None else [float(s) for s in class_shares]
+        if train_pixel_shares is not None and len(train_pixel_shares) != self._num_classes:
+            raise ConfigError(
+                f"the class statistics have {len(train_pixel_shares)} classes but dataset "
+                f"{dataset_name} has {self._num_classes}; point MODEL.LONG_TAIL.CLASS_STATS at the "
+                "file made for this dataset's training split"
+            )
+        self._train_pixel_shares = (
+            [float(s) for s in train_pixel_shares] if train_pixel_shares is not None else None
+        )
         self._uniform_seed = uniform_seed
         self.reset()
 
     def reset(self):
         # [pred, gt] counts; row / column C collect ignored ground-truth pixels.
         self._conf_matrix = np.zeros((self._num_classes + 1, self._num_classes + 1), dtype=np.int64)
-        self._predictions = []  # kept for SemSegEvaluator compatibility; never filled
 
     def process(self, inputs, outputs):
         """Add one batch to the confusion matrix.
 
         ``outputs[i]["sem_seg"]`` is a ``(C, H, W)`` score tensor for ``inputs[i]``; the ground
         truth is the label file that the dataset record of ``inputs[i]["file_name"]`` names.
-        Per-image RLE predictions (v0.6's ``sem_seg_predictions.json``) are not kept.
         """
         for input_dict, output in zip(inputs, outputs):
             scores = output["sem_seg"] if isinstance(output, Mapping) else output
@@ -314,7 +357,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                     f"{self._dataset_name} has {self._num_classes}; set "
                     f"MODEL.SEM_SEG_HEAD.NUM_CLASSES to {self._num_classes}"
                 )
-            pred = scores.argmax(dim=0).to(self._cpu_device).numpy().astype(np.int64)
+            pred = scores.argmax(dim=0).cpu().numpy().astype(np.int64)
             gt_file = self._gt_file(input_dict)
             gt = self._read_labels(gt_file)
             if gt.shape != pred.shape:
@@ -331,7 +374,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
     def _gt_file(self, input_dict) -> str:
         file_name = input_dict["file_name"]
         try:
-            return self.input_file_to_gt_file[file_name]
+            return self._gt_files[file_name]
         except KeyError:
             raise DatasetError(
                 f"image {file_name} has no sem_seg_file_name in dataset {self._dataset_name}; "
@@ -362,7 +405,7 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
                 return None
             conf_matrix = np.sum(matrices, axis=0, dtype=np.int64)
 
-        res = sem_seg_metrics(conf_matrix, self._class_names, self._class_groups)
+        res = sem_seg_metrics(conf_matrix, self._class_names, self._class_groups, self._miou_rule)
         if self._class_groups:
             self._logger.info(
                 f"Semantic segmentation on {self._dataset_name} by class group:\n"
@@ -370,12 +413,12 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
             )
         self._logger.info(
             f"Semantic segmentation on {self._dataset_name} per class, most frequent in training first:\n"
-            + format_class_table(res, self._class_names, self._class_shares, self._class_groups)
+            + format_class_table(res, self._class_names, self._train_pixel_shares, self._class_groups)
         )
         if self._uniform_seed is not None:
             uniform = sem_seg_metrics(
                 uniform_confusion_matrix(conf_matrix, seed=self._uniform_seed),
-                self._class_names, self._class_groups,
+                self._class_names, self._class_groups, self._miou_rule,
             )
             self._logger.info(
                 f"Uniform test setting on {self._dataset_name} (every class sub-sampled to the "
@@ -385,23 +428,48 @@ class LongTailSemSegEvaluator(SemSegEvaluator):
             res.update({f"{key}-uniform": value for key, value in uniform.items()
                         if not key.startswith(("IoU-", "ACC-"))})
         if self._output_dir:
+            # The matrix first: a results file on disk always has its matrix beside it.
+            write_numpy_atomically(conf_matrix, os.path.join(self._output_dir, CONFUSION_MATRIX_FILE_NAME))
             write_json_atomically(
                 _nan_to_none(self._results_file_content(res, conf_matrix)),
                 os.path.join(self._output_dir, RESULTS_FILE_NAME),
                 allow_nan=False,
             )
-        return OrderedDict({"sem_seg": res})
+        return OrderedDict({self._results_key: res})
 
     def _results_file_content(self, res, conf_matrix) -> dict:
-        """The metrics plus what is needed to read them: group members and class counts."""
-        gt_pixels = conf_matrix[: self._num_classes, : self._num_classes].sum(axis=0)
+        """The metrics plus what is needed to read them: per-class numbers, group members and
+        class counts."""
+        per_class = per_class_metrics(conf_matrix, self._num_classes, self._miou_rule)
+        gt_pixels = per_class["gt_pixels"]
+        group_of = {c: g for g, ids in self._class_groups.items() for c in ids}
+        classes = [
+            {
+                "id": c,
+                "name": name,
+                "group": group_of.get(c),
+                "IoU": 100 * float(per_class["iou"][c]),
+                "ACC": 100 * float(per_class["acc"][c]),
+                "Dice": 100 * float(per_class["dice"][c]),
+                "gt_pixels": int(gt_pixels[c]),
+                "pred_pixels": int(per_class["pred_pixels"][c]),
+                "train_pixel_share": (
+                    self._train_pixel_shares[c] if self._train_pixel_shares is not None else None
+                ),
+            }
+            for c, name in enumerate(self._class_names)
+        ]
         return {
             "dataset": self._dataset_name,
             "sem_seg": res,
+            "miou_rule": self._miou_rule,
+            "per_class": classes,
+            # [pred, gt] pixel counts; the last row / column is the ignore label.
+            "confusion_matrix_file": CONFUSION_MATRIX_FILE_NAME,
             "class_names": self._class_names,
             "class_groups": self._class_groups,
             "group_class_counts": {g: len(ids) for g, ids in self._class_groups.items()},
-            # Classes with ground-truth pixels: only these enter the group means.
+            # Classes with ground-truth pixels (the ones that enter the group mACC).
             "group_present_class_counts": {
                 g: int(sum(gt_pixels[c] > 0 for c in ids)) for g, ids in self._class_groups.items()
             },

@@ -5,8 +5,12 @@ Pure Python + numpy (no Detectron2): the method modules read frequencies from a
 
 Group rules (documented choices, see projects/LongTailSeg/README.md):
 
-* semantic segmentation: by share of labelled training pixels, head > 1 %, tail < 0.1 %, body in
-  between (DisAlign's ADE20K split; on ADE20K it gives objectInfo150's [:20], [20:75], [75:]);
+* semantic segmentation: by a class's share of all training pixels (ignored pixels included in
+  the total, as ADE20K's published Ratio column is), head > 1 %, tail <= 0.1 %, body in between.
+  On objectInfo150.txt's Ratio column, taken as published (not renormalised by its sum, 0.9275),
+  this gives DisAlign's ADE20K split exactly: [:20], [20:75], [75:] of objectInfo150's order
+  (20 / 55 / 75 classes; "chair" 0.0103 is head, "car" 0.0098 body, "computer" 0.0011 body,
+  "swivel chair" 0.0010 tail);
 * LVIS: the dataset's own ``frequency`` field, f -> head, c -> body, r -> tail.
 """
 import json
@@ -127,7 +131,11 @@ def split_by_ratio(
     head_ratio: float = DEFAULT_HEAD_RATIO,
     tail_ratio: float = DEFAULT_TAIL_RATIO,
 ) -> Dict[str, List[int]]:
-    """Head: r_c > head_ratio; tail: r_c < tail_ratio; body: the rest (class ids ascending)."""
+    """Head: r_c > head_ratio; tail: r_c <= tail_ratio; body: the rest (class ids ascending).
+
+    ``frequencies`` are shares of all pixels (or instances); with the defaults and ADE20K's
+    objectInfo150 Ratio column this is DisAlign's split (see the module docstring).
+    """
     if not 0 <= tail_ratio <= head_ratio:
         raise ClassStatsError(
             f"group thresholds need 0 <= tail ratio ({tail_ratio}) <= head ratio ({head_ratio}); "
@@ -135,7 +143,7 @@ def split_by_ratio(
         )
     groups = {name: [] for name in GROUP_NAMES}
     for c, r in enumerate(frequencies):
-        name = "head" if r > head_ratio else ("tail" if r < tail_ratio else "body")
+        name = "head" if r > head_ratio else ("tail" if r <= tail_ratio else "body")
         groups[name].append(c)
     return groups
 
@@ -245,7 +253,8 @@ def parse_ade20k_object_info(path: str) -> Dict[str, list]:
     """Read ADE20K's ``objectInfo150.txt`` (tab-separated Idx, Ratio, Train, Val, Name).
 
     Returns ``{"ratios": [...], "train_images": [...], "names": [...]}`` in Idx order. The Ratio
-    column is the class's share of all pixels of the full dataset, not of the labelled pixels.
+    column is the class's share of all pixels of the full dataset, not of the labelled pixels
+    (the 150 ratios sum to 0.9275; the rest is unlabelled).
     """
     ratios, train_images, names = [], [], []
     with open(path) as f:

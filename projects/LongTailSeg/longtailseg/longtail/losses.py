@@ -9,6 +9,7 @@ non-ignored elements (PAT with homogenization has its own normalisation, see ``P
 Per-class quantities derived from the class counts are non-persistent buffers: they follow the
 module's device but are not saved in checkpoints (they are recomputed from the class statistics).
 """
+import math
 import warnings
 from typing import Optional, Sequence
 
@@ -95,6 +96,10 @@ class ClassificationLoss(nn.Module):
     def element_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Loss of each labelled row (R, C) -> (R,); each registered loss defines it."""
         raise NotImplementedError
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise ValueError if the options cannot train on logits with ``num_classes`` columns
+        (none by default; PAT's constant can saturate)."""
 
     def forward(self, logits, targets, class_weights=None):
         rows, labels, valid = _valid_elements(logits, targets, self.ignore_index)
@@ -327,9 +332,15 @@ class PATLoss(TargetLogProbLoss):
     -beta_c y_c log p_c. Only the true class term is nonzero, so an element's loss is
     -beta_y log p_y / C: the 1/C of the mean over the class axis is kept, as in their code.
 
-    K is ``constant`` or, if None, the number of classes C. exp(C (1 - p)) overflows float32 for
-    C = 150, so the exponent is bounded: min(K (1 - p_y), max_exponent); a warning is issued once
-    per process when the bound is active. beta is not detached unless ``detach_beta``.
+    K is ``constant`` or, if None, the number of classes C (the authors' code). exp(C (1 - p))
+    overflows float32 for C = 150, so the exponent is bounded: min(K (1 - p_y), max_exponent); a
+    warning is issued once per process when the bound is active. A K above ``max_exponent``
+    saturates: beta = exp(max_exponent) / 2 (5e12 at 30) for every pixel with p_y < 1 -
+    max_exponent / K, i.e. every pixel early in training, and the loss cannot train. Such a K is
+    refused (``__init__`` for an explicit constant, :meth:`check_num_classes` for K = C), so the
+    bound only guards direct calls. The config default K = 3 trains at any C (beta <= e^3 / 2 ~ 10);
+    K = C = 19 diverged on the synthetic set (loss 8e14, NaN at iteration 3).
+    beta is not detached unless ``detach_beta``.
 
     Class-wise gradient homogenization (PAT paper), if ``homogenize``: the losses of each class's
     pixels in an image are averaged over that class's mask (divided by |M_c|), the image's loss is
@@ -355,6 +366,22 @@ class PATLoss(TargetLogProbLoss):
         self.detach_beta = detach_beta
         self.max_exponent = max_exponent
         self.homogenize = homogenize
+        if constant is not None:
+            self._check_constant(constant, "")
+
+    def check_num_classes(self, num_classes):
+        if self.constant is None:
+            self._check_constant(num_classes, f" (0 = the number of classes, {num_classes})")
+
+    def _check_constant(self, k, which):
+        if k > self.max_exponent:
+            raise ValueError(
+                f"MODEL.LONG_TAIL.LOSS.PAT_CONSTANT K = {k:g}{which} exceeds PAT_MAX_EXPONENT = "
+                f"{self.max_exponent:g}: beta = exp(K (1 - p_y)) / 2 saturates at "
+                f"{0.5 * math.exp(self.max_exponent):.1e} whenever p_y < {1 - self.max_exponent / k:.2f} "
+                f"and the loss cannot train; set PAT_CONSTANT to at most {self.max_exponent:g} "
+                "(the default 3.0 trains at any class count)"
+            )
 
     def prepare_logits(self, logits):
         # No division at tau = 1: it would copy the logits, PAT's largest tensor.

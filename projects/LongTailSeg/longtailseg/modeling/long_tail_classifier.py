@@ -117,6 +117,7 @@ class LongTailClassifier(nn.Module):
         try:
             loss = build_loss(name, class_counts=loss_counts, ignore_index=ignore_value,
                               **loss_options(name, long_tail.LOSS))
+            loss.check_num_classes(num_classes + 1 if background_column else num_classes)
         except ValueError as e:
             raise ConfigError(f"MODEL.LONG_TAIL.LOSS ({name}): {e}") from None
         if long_tail.BLV.ENABLED and long_tail.BLV.SIGMA < 0:
