@@ -73,6 +73,12 @@ results-medoe: data
 test: setup
 	$(PY) -m pytest -q tests
 
+# The same suite on Detectron2's main branch built from source with its C++ ops, in its own venv
+# (.venv-detectron2-main); DETECTRON2_SOURCE defaults to the snapshot in ../shared/vendor/.
+.PHONY: test-detectron2-main
+test-detectron2-main:
+	bash tools/test_detectron2_main.sh $(DETECTRON2_SOURCE)
+
 clean-demo:
 	rm -rf output/synthetic
 
