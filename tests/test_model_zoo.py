@@ -14,6 +14,7 @@ import torch
 
 from conftest import REPO, run_tool
 from longtailseg import model_zoo
+from longtailseg.engine.checkpoint import LongTailCheckpointer
 from longtailseg.engine.stage2 import prepare_stage2_model
 from longtailseg.errors import ConfigError
 from longtailseg.longtail import class_stats as cs
@@ -173,8 +174,9 @@ def test_detectron2_lvis_v05_checkpoint_loads_into_stage2_with_only_calibration_
 
 
 def _incompatible_keys(model, path):
-    checkpointer = DetectionCheckpointer(model)
-    return checkpointer._load_model(checkpointer._load_file(str(path)))
+    checkpointer = LongTailCheckpointer(model)
+    checkpointer.load(str(path))
+    return checkpointer.last_incompatible
 
 
 @pytest.fixture

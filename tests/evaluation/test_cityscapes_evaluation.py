@@ -29,7 +29,18 @@ def _config(path, *opts):
     return cfg
 
 
+def _detectron2_cityscapes_evaluator_imports_internal_modules():
+    """Detectron2's main branch (2026-06) imports ``deeplearning.projects.cityscapesApi`` (a
+    module only its authors have) in CityscapesSemSegEvaluator.process."""
+    import detectron2.evaluation.cityscapes_evaluation as module
+
+    with open(module.__file__) as f:
+        return "deeplearning.projects" in f.read()
+
+
 @pytest.mark.timeout(300)
+@pytest.mark.skipif(_detectron2_cityscapes_evaluator_imports_internal_modules(),
+                    reason="this Detectron2's CityscapesSemSegEvaluator imports a module that is not published")
 def test_cityscapes_config_eval_only_reports_official_and_long_tail_metrics(datasets_root, tmp_path):
     out = tmp_path / "out"
     # Random weights (saved, since --eval-only refuses to evaluate an unloaded model) on CPU at

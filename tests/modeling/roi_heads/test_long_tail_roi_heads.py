@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import tiny_cfg
+from longtailseg.engine.checkpoint import LongTailCheckpointer
 from longtailseg.engine.stage2 import prepare_stage2_model
 from longtailseg.errors import ClassStatsError, ConfigError
 from longtailseg.longtail import class_stats as cs
@@ -87,10 +88,11 @@ def _stage1(model):
     return model
 
 
-def _incompatible_keys(model, path, checkpointer=DetectionCheckpointer):
+def _incompatible_keys(model, path):
     """Missing / unexpected keys of loading ``path`` into ``model`` as training would."""
-    ckpt = checkpointer(model)
-    return ckpt._load_model(ckpt._load_file(str(path)))
+    checkpointer = LongTailCheckpointer(model)
+    checkpointer.load(str(path))
+    return checkpointer.last_incompatible
 
 
 # ---- the box predictor on its own ----------------------------------------------------------
