@@ -100,7 +100,7 @@ class Trainer(DefaultTrainer):
         if sampler is None:
             logging.getLogger("longtailseg").warning(
                 f"DATALOADER.SAMPLER_TRAIN {self.cfg.DATALOADER.SAMPLER_TRAIN} restarts its data "
-                "stream on resume (only TrainingSampler continues it exactly)")
+                "stream on resume (TrainingSampler and RepeatFactorTrainingSampler continue it exactly)")
             return
         sampler.resume_after(self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
                              loader.positioned_dataset, self.cfg.DATALOADER.ASPECT_RATIO_GROUPING)

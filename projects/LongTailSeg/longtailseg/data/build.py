@@ -5,6 +5,7 @@ from PIL import Image
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import transforms as T
 from detectron2.data.build import get_detection_dataset_dicts
+from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 
 from ..errors import DatasetError, one_line
@@ -99,16 +100,16 @@ class CheckedSemSegDatasetMapper(CheckedDatasetMapper):
 
 
 def build_train_loader(cfg):
-    """Detectron2's training loader; with ``DATALOADER.SAMPLER_TRAIN: TrainingSampler`` its data
-    stream is a :class:`PositionedDataset` (the loader's ``position_sampler`` attribute resumes it,
-    see data/resumable.py). Other samplers (RepeatFactorTrainingSampler) are Detectron2's own and
-    restart their stream on resume."""
+    """Detectron2's training loader; with ``DATALOADER.SAMPLER_TRAIN`` TrainingSampler or
+    RepeatFactorTrainingSampler its data stream is a :class:`PositionedDataset` drawing the same
+    distribution (the loader's ``position_sampler`` attribute resumes it, see data/resumable.py).
+    Other samplers are Detectron2's own and restart their stream on resume."""
     names = list(cfg.DATASETS.TRAIN)
     for name in names:
         prepare_dataset(name)
     mapper = CheckedSemSegDatasetMapper(cfg, True) if is_sem_seg(cfg) else CheckedDatasetMapper(cfg, True)
     with missing_files_reported(names):
-        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        if cfg.DATALOADER.SAMPLER_TRAIN not in ("TrainingSampler", "RepeatFactorTrainingSampler"):
             return build_detection_train_loader(cfg, mapper=mapper)
         dicts = get_detection_dataset_dicts(
             names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
@@ -117,7 +118,11 @@ def build_train_loader(cfg):
         )
     # SEED < 0 means a random run: every process must still draw the same order.
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    dataset = PositionedDataset(dicts, mapper, seed)
+    repeat_factors = None
+    if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
+        repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
+    dataset = PositionedDataset(dicts, mapper, seed, repeat_factors=repeat_factors)
     sampler = PositionSampler()
     loader = build_detection_train_loader(  # mapper=None: the dataset maps
         dataset=dataset, sampler=sampler, mapper=None, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,

@@ -20,6 +20,7 @@ after its ``k``-th batch: :meth:`PositionSampler.resume_after` replays Detectron
 full bucket is a batch) over the aspect ratios of the images, so the images waiting in a bucket at
 the checkpoint come again first, in their order.
 """
+import bisect
 import contextlib
 import itertools
 import random
@@ -55,27 +56,53 @@ def sample_seed(seed, position):
 
 
 class PositionedDataset(Dataset):
-    """Dataset dicts addressed by run position: ``dataset[p]`` is image ``perm_e[p mod N]`` of
-    epoch ``e = p // N``, mapped by ``mapper`` under RNGs seeded from ``(seed, p)``."""
+    """Dataset dicts addressed by run position: the run is a sequence of epochs, each a shuffled
+    order of the images drawn from ``seed + epoch``, and ``dataset[p]`` is the image at position
+    ``p`` of that sequence, mapped by ``mapper`` under RNGs seeded from ``(seed, p)``.
 
-    def __init__(self, dataset_dicts, mapper, seed, shuffle=True):
+    With ``repeat_factors`` (LVIS's repeat-factor sampling, Gupta et al. 2019, as Detectron2's
+    RepeatFactorTrainingSampler draws it) an epoch holds image i ``floor(r_i)`` times plus once more
+    with probability ``r_i - floor(r_i)``, so epochs differ in length.
+    """
+
+    def __init__(self, dataset_dicts, mapper, seed, shuffle=True, repeat_factors=None):
         # Serialized, as Detectron2 keeps dataset dicts, so that workers do not copy them.
         self.dicts = DatasetFromList(dataset_dicts, copy=False, serialize=True)
         self.mapper = mapper
         self.seed = int(seed)
         self.shuffle = shuffle
+        self.repeat_factors = None if repeat_factors is None else torch.as_tensor(repeat_factors, dtype=torch.float32)
+        self._epoch_starts = [0]  # first position of epoch e, for the epochs drawn so far
         self._epoch, self._order = None, None
 
     def __len__(self):
         return len(self.dicts)
 
+    def _epoch_order(self, epoch):
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        if self.repeat_factors is None:
+            images = torch.arange(len(self.dicts))
+        else:
+            whole = torch.floor(self.repeat_factors)
+            extra = torch.rand(len(self.repeat_factors), generator=generator) < self.repeat_factors - whole
+            images = torch.repeat_interleave(torch.arange(len(self.dicts)), (whole + extra).long())
+        if self.shuffle:
+            images = images[torch.randperm(len(images), generator=generator)]
+        return images.tolist()
+
+    def _epoch_of(self, position):
+        if self.repeat_factors is None:  # every epoch holds each image once
+            return divmod(position, len(self.dicts))
+        while position >= self._epoch_starts[-1]:  # draw epochs up to the one holding position
+            epoch = len(self._epoch_starts) - 1
+            self._epoch_starts.append(self._epoch_starts[-1] + len(self._epoch_order(epoch)))
+        epoch = bisect.bisect_right(self._epoch_starts, position) - 1
+        return epoch, position - self._epoch_starts[epoch]
+
     def index(self, position):
-        epoch, offset = divmod(int(position), len(self.dicts))
-        if not self.shuffle:
-            return offset
+        epoch, offset = self._epoch_of(int(position))
         if epoch != self._epoch:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            self._epoch, self._order = epoch, torch.randperm(len(self.dicts), generator=generator).tolist()
+            self._epoch, self._order = epoch, self._epoch_order(epoch)
         return self._order[offset]
 
     def is_wide(self, index):
