@@ -27,48 +27,77 @@ data: setup
 demo: data
 	$(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
 
-# Baseline, BLV and DisAlign (stage 2 on the baseline) side by side on the synthetic set.
+# Every results table is the mean ± std over SEEDS (training SEED, same data): one run is not
+# evidence. Run r of seed n trains into $(OUT)/r-seedn; compare_results.py and
+# compare_lvis_results.py average the runs that share a --names entry.
 OUT := output/synthetic
+SEEDS ?= 1 2 3
+# STAGE1_ITERS, when set, shortens the tables' stage-1 DeepLab runs (the configs train 2000
+# iterations); stage 2 keeps its config's schedule. Check that the ordering of the methods does
+# not change before relying on a shorter schedule.
+STAGE1_ITERS ?=
+SHORT := $(if $(STAGE1_ITERS),SOLVER.MAX_ITER $(STAGE1_ITERS))
+TRAIN := $(PY) tools/train_net.py --config-file
+# $(call train_seeds,CONFIG,RUN[,OPTS]): train CONFIG with each seed into $(OUT)/RUN-seed<n> unless
+# that run finished; OPTS may name the seed's stage-1 run as $$seed.
+define train_seeds
+for seed in $(SEEDS); do \
+  test -f $(OUT)/$(2)-seed$$seed/model_final.pth || $(TRAIN) $(1) \
+    SEED $$seed OUTPUT_DIR $(OUT)/$(2)-seed$$seed $(3) || exit 1; \
+done;
+endef
+# $(call seed_runs,RUN ...) and $(call seed_names,NAME ...): the runs' folders of every seed, and
+# each name once per seed, in the same order.
+seed_runs = $(foreach run,$(1),$(foreach seed,$(SEEDS),$(OUT)/$(run)-seed$(seed)))
+seed_names = $(foreach name,$(1),$(foreach seed,$(SEEDS),$(name)))
+
+# Baseline, BLV and DisAlign (stage 2 on the baseline of the same seed) side by side.
 demo-methods: data
-	test -f $(OUT)/deeplab_v3_plus/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
-	$(PY) tools/train_net.py --config-file configs/synthetic/blv_deeplab.yaml
-	$(PY) tools/train_net.py --config-file configs/synthetic/disalign_deeplab.yaml
-	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign
-	$(PY) tools/plot_results.py $(OUT)/deeplab_v3_plus $(OUT)/blv_deeplab $(OUT)/disalign_deeplab --names CE BLV DisAlign --output $(OUT)/figures
+	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,deeplab_v3_plus,$(SHORT))
+	$(call train_seeds,configs/synthetic/blv_deeplab.yaml,blv_deeplab,$(SHORT))
+	$(call train_seeds,configs/synthetic/disalign_deeplab.yaml,disalign_deeplab,\
+	  MODEL.WEIGHTS $(OUT)/deeplab_v3_plus-seed$$seed/model_final.pth)
+	$(PY) tools/compare_results.py $(call seed_runs,deeplab_v3_plus blv_deeplab disalign_deeplab) \
+	  --names $(call seed_names,CE BLV DisAlign)
+	$(PY) tools/plot_results.py $(addsuffix -seed$(firstword $(SEEDS)),$(addprefix $(OUT)/,deeplab_v3_plus blv_deeplab disalign_deeplab)) \
+	  --names CE BLV DisAlign --output $(OUT)/figures
 
 # The loss table: DeepLabV3+ on the synthetic set with each loss (same schedule as
 # the CE baseline; LDAM with scale 1 as the classifier is a plain linear one), then one table.
 LOSSES := Focal CB CBFocal BMS LDAM PAT
 results-losses: data
-	test -f $(OUT)/deeplab_v3_plus/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
-	test -f $(OUT)/blv_deeplab/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/blv_deeplab.yaml
-	for loss in $(LOSSES); do \
-	  test -f $(OUT)/loss_$$loss/model_final.pth || $(PY) tools/train_net.py \
-	    --config-file configs/synthetic/deeplab_v3_plus.yaml MODEL.LONG_TAIL.LOSS.NAME $$loss \
-	    MODEL.LONG_TAIL.LOSS.LDAM_SCALE 1.0 MODEL.LONG_TAIL.LOSS.PAT_CONSTANT 3.0 \
-	    OUTPUT_DIR $(OUT)/loss_$$loss || exit 1; \
-	done
-	$(PY) tools/compare_results.py $(OUT)/deeplab_v3_plus $(addprefix $(OUT)/loss_,Focal CB CBFocal BMS LDAM) \
-	  $(OUT)/blv_deeplab $(OUT)/loss_PAT --names CE Focal CB CB-Focal BMS LDAM BLV PAT
+	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,deeplab_v3_plus,$(SHORT))
+	$(call train_seeds,configs/synthetic/blv_deeplab.yaml,blv_deeplab,$(SHORT))
+	$(foreach loss,$(LOSSES),$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,loss_$(loss),\
+	  $(SHORT) MODEL.LONG_TAIL.LOSS.NAME $(loss) MODEL.LONG_TAIL.LOSS.LDAM_SCALE 1.0))
+	$(PY) tools/compare_results.py $(call seed_runs,deeplab_v3_plus $(addprefix loss_,Focal CB CBFocal BMS LDAM) \
+	  blv_deeplab loss_PAT) --names $(call seed_names,CE Focal CB CB-Focal BMS LDAM BLV PAT)
 
 # The MEDOE table: CE baseline, MED (stage 1, expert 1), MEDOE (stage 2, MOE), the
-# untrained ensembles and the oracle on the stage-1 experts; normal and uniform test settings.
-MEDOE_EVAL := $(PY) tools/train_net.py --eval-only --config-file configs/synthetic/medoe_deeplab.yaml \
-	MODEL.WEIGHTS $(OUT)/medoe_deeplab/model_final.pth
+# untrained ensembles and the oracle on the stage-1 experts of the same seed; normal and uniform
+# test settings.
 ENSEMBLES := softmax_threshold argmax_confidence group_average
+# $(call eval_seeds,CONFIG,RUN,TRAINED_RUN[,OPTS]): evaluate TRAINED_RUN-seed<n>'s final weights with
+# CONFIG into $(OUT)/RUN-seed<n>, for each seed.
+define eval_seeds
+for seed in $(SEEDS); do \
+  $(TRAIN) $(1) --eval-only SEED $$seed OUTPUT_DIR $(OUT)/$(2)-seed$$seed \
+    MODEL.WEIGHTS $(OUT)/$(3)-seed$$seed/model_final.pth $(4) || exit 1; \
+done;
+endef
 results-medoe: data
-	test -f $(OUT)/deeplab_v3_plus/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml
-	test -f $(OUT)/medoe_deeplab/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/medoe_deeplab.yaml
-	test -f $(OUT)/medoe_deeplab_moe/model_final.pth || $(PY) tools/train_net.py --config-file configs/synthetic/medoe_deeplab_moe.yaml
-	$(PY) tools/train_net.py --eval-only --config-file configs/synthetic/deeplab_v3_plus.yaml \
-	  MODEL.WEIGHTS $(OUT)/deeplab_v3_plus/model_final.pth TEST.UNIFORM.ENABLED True OUTPUT_DIR $(OUT)/eval_deeplab_v3_plus
-	for ensemble in $(ENSEMBLES); do \
-	  $(MEDOE_EVAL) MODEL.MEDOE.ENSEMBLE $$ensemble OUTPUT_DIR $(OUT)/eval_medoe_$$ensemble || exit 1; \
-	done
-	$(MEDOE_EVAL) MODEL.MEDOE.ORACLE True OUTPUT_DIR $(OUT)/eval_medoe_oracle
-	$(PY) tools/compare_results.py --uniform $(OUT)/eval_deeplab_v3_plus $(OUT)/medoe_deeplab \
-	  $(OUT)/medoe_deeplab_moe $(addprefix $(OUT)/eval_medoe_,oracle $(ENSEMBLES)) \
-	  --names baseline MED MEDOE "MEDOE oracle" "softmax 0.3" "argmax conf." "group avg."
+	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,deeplab_v3_plus,$(SHORT))
+	$(call train_seeds,configs/synthetic/medoe_deeplab.yaml,medoe_deeplab,$(SHORT))
+	$(call train_seeds,configs/synthetic/medoe_deeplab_moe.yaml,medoe_deeplab_moe,\
+	  MODEL.WEIGHTS $(OUT)/medoe_deeplab-seed$$seed/model_final.pth)
+	$(call eval_seeds,configs/synthetic/deeplab_v3_plus.yaml,eval_deeplab_v3_plus,deeplab_v3_plus,\
+	  TEST.UNIFORM.ENABLED True)
+	$(foreach ensemble,$(ENSEMBLES),\
+	  $(call eval_seeds,configs/synthetic/medoe_deeplab.yaml,eval_medoe_$(ensemble),medoe_deeplab,MODEL.MEDOE.ENSEMBLE $(ensemble)))
+	$(call eval_seeds,configs/synthetic/medoe_deeplab.yaml,eval_medoe_oracle,medoe_deeplab,MODEL.MEDOE.ORACLE True)
+	$(PY) tools/compare_results.py --uniform $(call seed_runs,eval_deeplab_v3_plus medoe_deeplab medoe_deeplab_moe \
+	  $(addprefix eval_medoe_,oracle $(ENSEMBLES))) \
+	  --names $(call seed_names,baseline MED MEDOE MEDOE-oracle softmax-0.3 argmax-conf. group-avg.)
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -88,9 +117,10 @@ clean-demo:
 .PHONY: results-lvis
 LVIS_RUNS := baseline cosine blv disalign cosine_disalign
 results-lvis: data
-	for run in $(LVIS_RUNS); do \
-	  test -f $(OUT)/mask_rcnn_$$run/model_final.pth || $(PY) tools/train_net.py \
-	    --config-file configs/synthetic/mask_rcnn_$$run.yaml || exit 1; \
-	done
-	$(PY) tools/compare_lvis_results.py $(addprefix $(OUT)/mask_rcnn_,$(LVIS_RUNS)) \
-	  --names baseline cosine BLV DisAlign cosine+DisAlign
+	$(foreach run,baseline cosine blv,$(call train_seeds,configs/synthetic/mask_rcnn_$(run).yaml,mask_rcnn_$(run)))
+	$(call train_seeds,configs/synthetic/mask_rcnn_disalign.yaml,mask_rcnn_disalign,\
+	  MODEL.WEIGHTS $(OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
+	$(call train_seeds,configs/synthetic/mask_rcnn_cosine_disalign.yaml,mask_rcnn_cosine_disalign,\
+	  MODEL.WEIGHTS $(OUT)/mask_rcnn_cosine-seed$$seed/model_final.pth)
+	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix mask_rcnn_,$(LVIS_RUNS))) \
+	  --names $(call seed_names,baseline cosine BLV DisAlign cosine+DisAlign)

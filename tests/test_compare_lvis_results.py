@@ -31,3 +31,18 @@ def test_table_with_groups_time_and_overhead(tmp_path):
 def test_missing_run_is_named(tmp_path):
     proc = run_tool("compare_lvis_results.py", tmp_path / "absent", check=False)
     assert proc.returncode == 2 and str(tmp_path / "absent") in proc.stderr
+
+
+def test_seeds_of_one_row_are_averaged(tmp_path):
+    for seed, ap_r, time in ((1, 1.0, 1.0), (2, 3.0, 2.0)):
+        _run(tmp_path / f"base{seed}", ap_r, [9.0, time])
+        (tmp_path / f"base{seed}/config.yaml").write_text(f"SEED: {seed}\nOUTPUT_DIR: base{seed}\n")
+    for seed, ap_r in ((1, 20.0), (2, 22.0)):
+        _run(tmp_path / f"cos{seed}", ap_r, [9.0, 3.0])
+    runs = [tmp_path / f"{r}{s}" for r in ("base", "cos") for s in (1, 2)]
+    proc = run_tool("compare_lvis_results.py", *runs, "--names", "baseline", "baseline", "cosine", "cosine")
+    table, differences = proc.stdout.split("Difference to baseline")
+    base, cosine = table.strip().splitlines()[2:4]
+    assert "2.00 ± 1.41" in base and "1.500" in base and "| 2 " in base  # APr and s/iter over seeds
+    assert "21.00 ± 1.41" in cosine and "+100.0%" in cosine
+    assert "+19.00*" in differences and "n/a" in differences  # APf: nothing to evaluate

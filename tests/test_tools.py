@@ -116,3 +116,55 @@ def test_plot_results_names_a_run_without_results(tmp_path):
     proc = run_tool("plot_results.py", tmp_path, "--output", tmp_path / "figures", check=False)
     assert proc.returncode == 2 and f"error: {tmp_path} holds no inference" in proc.stderr
     assert not (tmp_path / "figures").exists()
+
+
+def _seed_run(folder, seed, miou_tail, lr=0.01):
+    """A run folder as training leaves it: config.yaml and the results file."""
+    _results(folder / "inference/val_set/sem_seg_results.json", miou_tail)
+    (folder / "config.yaml").write_text(
+        f"SEED: {seed}\nOUTPUT_DIR: {folder}\nSOLVER:\n  BASE_LR: {lr}\nMODEL:\n  WEIGHTS: ''\n")
+
+
+def test_compare_results_mean_and_std_over_seeds(tmp_path):
+    for seed, tail in zip((1, 2, 3), (1.0, 2.0, 3.0)):
+        _seed_run(tmp_path / f"ce-seed{seed}", seed, tail)
+    for seed, tail in zip((1, 2, 3), (7.0, 8.0, 12.0)):
+        _seed_run(tmp_path / f"blv-seed{seed}", seed, tail)
+    _seed_run(tmp_path / "pat-seed1", 1, 2.5)
+    runs = [tmp_path / f"{r}-seed{s}" for r in ("ce", "blv") for s in (1, 2, 3)] + [tmp_path / "pat-seed1"]
+    proc = run_tool("compare_results.py", *runs, "--names", *["CE"] * 3, *["BLV"] * 3, "PAT")
+    table, differences = proc.stdout.split("Difference to CE")
+    rows = table.strip().splitlines()
+    assert len(rows) == 5 and "seeds" in rows[0]
+    ce, blv, pat = rows[2], rows[3], rows[4]
+    assert ce.startswith("| CE ") and "| 3 " in ce and "2.00 ± 1.00" in ce
+    assert "9.00 ± 2.65" in blv  # stdev(7, 8, 12) = 2.6458
+    assert "| 1 " in pat and "2.50" in pat and "±" not in pat.split("|")[7]
+    diff_rows = {line.split("|")[1].strip(): line for line in differences.splitlines() if line.startswith("| ")}
+    assert "+7.00*" in diff_rows["BLV"]  # |9 - 2| > 1 + 2.65
+    assert "+0.50" in diff_rows["PAT"] and "+0.50*" not in diff_rows["PAT"]  # one seed: no claim
+
+
+def test_compare_results_difference_within_the_spread_is_not_marked(tmp_path):
+    for seed, (a, b) in enumerate(((1.0, 2.0), (5.0, 4.0), (3.0, 6.0)), start=1):
+        _seed_run(tmp_path / f"ce-seed{seed}", seed, a)
+        _seed_run(tmp_path / f"blv-seed{seed}", seed, b)
+    runs = [tmp_path / f"{r}-seed{s}" for r in ("ce", "blv") for s in (1, 2, 3)]
+    proc = run_tool("compare_results.py", *runs, "--names", *["CE"] * 3, *["BLV"] * 3)
+    blv = [line for line in proc.stdout.split("Difference to CE")[1].splitlines() if line.startswith("| BLV")][0]
+    assert "+1.00" in blv and "*" not in blv  # means 3 and 4, stds 2 and 2
+
+
+def test_compare_results_refuses_to_average_different_configs(tmp_path):
+    _seed_run(tmp_path / "a", 1, 1.0)
+    _seed_run(tmp_path / "b", 2, 2.0, lr=0.02)
+    proc = run_tool("compare_results.py", tmp_path / "a", tmp_path / "b", "--names", "CE", "CE", check=False)
+    assert proc.returncode == 2 and "SOLVER.BASE_LR" in proc.stderr and str(tmp_path / "b") in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_compare_results_refuses_one_seed_counted_twice(tmp_path):
+    _seed_run(tmp_path / "a", 4, 1.0)
+    _seed_run(tmp_path / "b", 4, 2.0)
+    proc = run_tool("compare_results.py", tmp_path / "a", tmp_path / "b", "--names", "CE", "CE", check=False)
+    assert proc.returncode == 2 and "share SEED 4" in proc.stderr

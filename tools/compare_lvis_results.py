@@ -1,15 +1,19 @@
 #!/usr/bin/env python
-r"""Side-by-side table of LVIS instance-segmentation results of several runs.
+r"""Side-by-side table of LVIS instance-segmentation results of several runs, mean ± std over seeds.
 
-    python tools/compare_lvis_results.py output/synthetic/mask_rcnn_baseline \
-        output/synthetic/mask_rcnn_cosine ... [--names baseline cosine ...] [--dataset NAME]
+    python tools/compare_lvis_results.py output/synthetic/mask_rcnn_baseline-seed{1,2,3} \
+        output/synthetic/mask_rcnn_cosine-seed{1,2,3} --names baseline baseline baseline \
+        cosine cosine cosine [--dataset NAME]
 
 Each argument is an OUTPUT_DIR. Its results are read from
 ``inference/<dataset>/lvis_results.json`` (written by the trainer's LVIS evaluator), else from
-the last evaluation in ``metrics.json``. Columns: AP, APr, APc, APf of segm and bbox; seconds per
-training iteration (the mean of Detectron2's ``time`` in metrics.json, the first record, the
-warm-up, left out), its overhead over the first run, iterations and total training seconds.
-A DisAlign row's time is its stage 2 only: the model also cost its stage 1.
+the last evaluation in ``metrics.json``. Runs given the same ``--names`` entry are seeds of one
+row (mean ± sample standard deviation; see compare_results.py). Columns: AP, APr, APc, APf of
+segm and bbox; seconds per training iteration (the mean of Detectron2's ``time`` in
+metrics.json, the first record, the warm-up, left out, averaged over the seeds), its overhead
+over the first row, iterations and total training seconds. A DisAlign row's time is its stage 2
+only: the model also cost its stage 1. A second table gives each row's AP differences to the
+first row, marked ``*`` where larger than the two rows' standard deviations added.
 """
 import argparse
 import glob
@@ -17,8 +21,11 @@ import json
 import os
 import sys
 
-from compare_results import add_run_arguments, run_names  # tools/ is on sys.path when run
+from compare_results import add_run_arguments, print_differences, run_names  # tools/ is on sys.path when run
 from tabulate import tabulate
+
+from longtailseg.errors import ConfigError
+from longtailseg.evaluation.seed_summary import check_seed_group, format_mean_std, group_runs, mean_std
 
 METRICS = ("AP", "APr", "APc", "APf")
 TASKS = ("segm", "bbox")
@@ -56,39 +63,47 @@ def iteration_time(run):
     return sum(times) / len(times), records[-1]["iteration"] + 1
 
 
+def ap_values(results, key):
+    """One "task metric" column of every seed of a row; None where LVIS had nothing to evaluate."""
+    task, metric = key.split(" ")
+    values = [r.get(task, {}).get(metric) for r in results]
+    # LVISEvaluator reports -100 (LVIS's -1) for a group without categories to evaluate
+    return [None if v is None or v != v or v < 0 else v for v in values]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, "OUTPUT_DIRs; the first is the reference for the overhead")
+    add_run_arguments(parser, "OUTPUT_DIRs; runs given the same --names entry are seeds of one row, "
+                              "the first row is the reference for the overhead")
     args = parser.parse_args(argv)
     names = run_names(args)
     if names is None:
         return 2
-    rows, reference = [], None
-    for name, run in zip(names, args.runs):
-        try:
-            results = read_results(run, args.dataset)
-        except FileNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        seconds, iterations = iteration_time(run)
+    columns = [f"{task} {m}" for task in TASKS for m in METRICS]
+    groups, rows, reference = [], [], None
+    try:
+        for name, runs in group_runs(names, args.runs):
+            check_seed_group(name, runs)
+            groups.append((name, runs, [read_results(run, args.dataset) for run in runs]))
+    except (FileNotFoundError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, runs, results in groups:
+        timings = [iteration_time(run) for run in runs]
+        seconds, _, _ = mean_std([s for s, _ in timings])
+        iterations = timings[0][1]
         if reference is None:
             reference = seconds
         overhead = (f"{100 * (seconds / reference - 1):+.1f}%" if seconds and reference else "n/a")
-        values = [_fmt(results.get(task, {}).get(m)) for task in TASKS for m in METRICS]
-        rows.append([name] + values + [
+        rows.append([name, len(runs)] + [format_mean_std(ap_values(results, c)) for c in columns] + [
             "n/a" if seconds is None else f"{seconds:.3f}", overhead,
             "n/a" if iterations is None else iterations,
-            "n/a" if seconds is None else f"{seconds * iterations:.0f}",
+            "n/a" if seconds is None or iterations is None else f"{seconds * iterations:.0f}",
         ])
-    headers = (["run"] + [f"{task} {m}" for task in TASKS for m in METRICS]
-               + ["s/iter", "vs first", "iters", "train s"])
+    headers = ["run", "seeds"] + columns + ["s/iter", "vs first", "iters", "train s"]
     print(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
+    print_differences([(name, results) for name, _, results in groups], columns, ap_values)
     return 0
-
-
-def _fmt(value):
-    # LVISEvaluator reports -100 (LVIS's -1) for a group without categories to evaluate
-    return "n/a" if value is None or value != value or value < 0 else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 #!/usr/bin/env python
-r"""Side-by-side table of semantic-segmentation results of several runs.
+r"""Side-by-side table of semantic-segmentation results of several runs, mean ± std over seeds.
 
-    python tools/compare_results.py output/synthetic/deeplab_v3_plus output/synthetic/blv_deeplab \
-        [--dataset synthetic_ade_sem_seg_val] [--names CE BLV]
+    python tools/compare_results.py output/synthetic/deeplab_v3_plus-seed{1,2,3} \
+        output/synthetic/blv_deeplab-seed{1,2,3} --names CE CE CE BLV BLV BLV [--dataset NAME]
 
 Each argument is an OUTPUT_DIR (its ``inference/<dataset>/sem_seg_results.json`` is read) or a
-results JSON. ``--uniform`` adds the head / body / tail numbers of the uniform test setting
-(``TEST.UNIFORM.ENABLED``); the parameter count comes from the run's log.txt where there is one. Columns: mIoU and mACC over all classes and per head / body / tail group, pACC
-and the Dice error (1 - mean Dice, as in the PAT paper).
+results JSON. Runs given the same ``--names`` entry are seeds of one experiment: they make one
+row of mean ± sample standard deviation, and must not differ in config except SEED, OUTPUT_DIR
+and MODEL.WEIGHTS. Columns: mIoU and mACC over all classes and per head / body / tail group,
+pACC and the Dice error (1 - mean Dice, as in the PAT paper); the parameter count comes from the
+first run's log.txt. ``--uniform`` adds the head / body / tail numbers of the uniform test
+setting (``TEST.UNIFORM.ENABLED``). A second table gives each row's difference to the first
+row, marked ``*`` where it is larger than the two rows' standard deviations added.
 """
 import argparse
 import glob
@@ -17,6 +21,14 @@ import re
 import sys
 
 from tabulate import tabulate
+
+from longtailseg.errors import ConfigError
+from longtailseg.evaluation.seed_summary import (
+    check_seed_group,
+    difference_rows,
+    format_mean_std,
+    group_runs,
+)
 
 GROUPS = ("head", "body", "tail")
 
@@ -41,19 +53,24 @@ def parameter_count(run):
     return counts[-1] if counts else "n/a"
 
 
-def row(name, results, params, uniform=False):
-    sem_seg = results["sem_seg"]
-
-    def fmt(key):
-        value = sem_seg.get(key)
-        return "n/a" if value is None else f"{value:.2f}"
-
-    cells = [name, params, fmt("mIoU"), fmt("mACC")] + [fmt(f"mIoU-{g}") for g in GROUPS] + \
-        [fmt(f"mACC-{g}") for g in GROUPS] + [fmt("pACC")] + \
-        ["n/a" if sem_seg.get("DiceErr") is None else f"{sem_seg['DiceErr']:.3f}"]
+def metric_keys(uniform=False):
+    """The sem_seg keys of the table, in column order."""
+    keys = ["mIoU", "mACC"] + [f"mIoU-{g}" for g in GROUPS] + [f"mACC-{g}" for g in GROUPS] + ["pACC", "DiceErr"]
     if uniform:
-        cells += [fmt(f"{m}-{g}-uniform") for m in ("mIoU", "mACC") for g in GROUPS]
-    return cells
+        keys += [f"{m}-{g}-uniform" for m in ("mIoU", "mACC") for g in GROUPS]
+    return keys
+
+
+def seed_values(results, key):
+    """One metric of every seed of a row (None where a run lacks it)."""
+    return [r["sem_seg"].get(key) for r in results]
+
+
+def row(name, results, params, uniform=False):
+    """One table row: the mean ± std over the seeds' results of every column."""
+    return [name, len(results), params] + [
+        format_mean_std(seed_values(results, key), digits=3 if key == "DiceErr" else 2)
+        for key in metric_keys(uniform)]
 
 
 def add_run_arguments(parser, runs_help):
@@ -74,25 +91,44 @@ def run_names(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, "OUTPUT_DIRs or sem_seg_results.json files")
+    add_run_arguments(parser, "OUTPUT_DIRs or sem_seg_results.json files; runs given the same --names "
+                              "entry are seeds of one row")
     parser.add_argument("--uniform", action="store_true", help="add the uniform test setting's group numbers")
     args = parser.parse_args(argv)
     names = run_names(args)
     if names is None:
         return 2
-    rows = []
-    for name, run in zip(names, args.runs):
-        try:
-            with open(find_results(run, args.dataset)) as f:
-                rows.append(row(name, json.load(f), parameter_count(run), args.uniform))
-        except FileNotFoundError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    headers = ["run", "params", "mIoU", "mACC"] + [f"mIoU-{g}" for g in GROUPS] + [f"mACC-{g}" for g in GROUPS] + ["pACC", "Dice err"]
+    groups = []
+    try:
+        for name, runs in group_runs(names, args.runs):
+            check_seed_group(name, runs)
+            results = []
+            for run in runs:
+                with open(find_results(run, args.dataset)) as f:
+                    results.append(json.load(f))
+            groups.append((name, runs, results))
+    except (FileNotFoundError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rows = [row(name, results, parameter_count(runs[0]), args.uniform) for name, runs, results in groups]
+    headers = ["run", "seeds", "params", "mIoU", "mACC"] + [f"mIoU-{g}" for g in GROUPS] + \
+        [f"mACC-{g}" for g in GROUPS] + ["pACC", "Dice err"]
     if args.uniform:
         headers += [f"{m}-{g} unif." for m in ("mIoU", "mACC") for g in GROUPS]
     print(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
+    compared = [key for key in metric_keys(args.uniform) if key not in ("pACC", "DiceErr")]
+    print_differences([(name, results) for name, _, results in groups], compared, seed_values)
     return 0
+
+
+def print_differences(groups, metrics, values_of):
+    """The difference of every row's mean to the first row's, marked where it exceeds the spread."""
+    if len(groups) < 2:
+        return
+    print(f"\nDifference to {groups[0][0]} (* : larger than the sum of the two standard deviations; "
+          "shown only with at least 2 seeds on both sides)")
+    print(tabulate(difference_rows(groups, metrics, values_of), headers=["run"] + list(metrics),
+                   tablefmt="pipe", disable_numparse=True))
 
 
 if __name__ == "__main__":

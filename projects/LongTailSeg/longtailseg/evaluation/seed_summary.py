@@ -1,0 +1,128 @@
+"""Results of several training seeds summarised as mean ± standard deviation.
+
+One training run is not evidence: float rounding differs between machines, a run diverges from
+there, and on the synthetic sets the tail numbers of two seeds can differ by several points. The
+comparison tools therefore take every seed's OUTPUT_DIR and give runs that share a row name one
+row of ``mean ± std`` (the sample standard deviation, n - 1 in the denominator).
+
+A difference between two rows "exceeds the spread" when ``|mean_a - mean_b| > std_a + std_b``:
+the two one-standard-deviation intervals do not overlap. With 3 seeds this is a rough screen, not
+a significance test; it is only stated when both rows have at least two seeds.
+"""
+import math
+import os
+import statistics
+from collections import OrderedDict
+
+import yaml
+
+from ..errors import ConfigError
+
+# Keys that legitimately differ between the seeds of one row: the seed itself, where each run
+# writes, and (for a stage 2) the stage-1 weights of the same seed.
+PER_SEED_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS")
+
+
+def group_runs(names, runs):
+    """[(name, [run, ...]), ...] in order of each name's first appearance."""
+    groups = OrderedDict()
+    for name, run in zip(names, runs):
+        groups.setdefault(name, []).append(run)
+    return list(groups.items())
+
+
+def _flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, full + "."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def run_config(run):
+    """The flattened config.yaml that training wrote into a run's OUTPUT_DIR, or None."""
+    path = os.path.join(run, "config.yaml") if os.path.isdir(run) else None
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return _flatten(yaml.safe_load(f) or {})
+
+
+def check_seed_group(name, runs):
+    """Refuse to average runs that are not seeds of one experiment.
+
+    Every run with a config.yaml must agree with the first on every key except
+    :data:`PER_SEED_KEYS`, and no fixed ``SEED`` may appear twice (that is one run counted twice).
+    """
+    configs = [(run, run_config(run)) for run in runs]
+    configs = [(run, cfg) for run, cfg in configs if cfg is not None]
+    if not configs:
+        return
+    first_run, first = configs[0]
+    seen_seeds = {}
+    for run, cfg in configs:
+        for key in sorted(set(first) | set(cfg)):
+            if key in PER_SEED_KEYS:
+                continue
+            if first.get(key) != cfg.get(key):
+                raise ConfigError(
+                    f"runs named {name!r} differ in {key} ({first.get(key)!r} in {first_run}, "
+                    f"{cfg.get(key)!r} in {run}): give runs of different configs different --names")
+        seed = cfg.get("SEED")
+        if isinstance(seed, int) and seed >= 0:
+            if seed in seen_seeds:
+                raise ConfigError(
+                    f"runs named {name!r} share SEED {seed} ({seen_seeds[seed]} and {run}): "
+                    "train each seed with its own SEED")
+            seen_seeds[seed] = run
+
+
+def mean_std(values):
+    """(mean, sample std or None, n) of the values that are numbers; (None, None, 0) if none are."""
+    numbers = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not numbers:
+        return None, None, 0
+    std = statistics.stdev(numbers) if len(numbers) > 1 else None
+    return statistics.fmean(numbers), std, len(numbers)
+
+
+def format_mean_std(values, digits=2):
+    """"m ± s" over several seeds, the value alone for one, "n/a" for none."""
+    mean, std, _ = mean_std(values)
+    if mean is None:
+        return "n/a"
+    if std is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def exceeds_spread(values_a, values_b):
+    """True or False whether the means differ by more than the sum of the standard deviations;
+    None where either side has fewer than two seeds."""
+    mean_a, std_a, _ = mean_std(values_a)
+    mean_b, std_b, _ = mean_std(values_b)
+    if std_a is None or std_b is None:
+        return None
+    return abs(mean_a - mean_b) > std_a + std_b
+
+
+def difference_rows(groups, metrics, values_of, digits=2):
+    """Rows of (mean of a row) - (mean of the first row) per metric, "*" where it exceeds the
+    spread. ``values_of(runs_results, metric)`` gives the per-seed values of one metric."""
+    (_, reference), rows = groups[0], []
+    for name, results in groups[1:]:
+        cells = [name]
+        for metric in metrics:
+            a, b = values_of(results, metric), values_of(reference, metric)
+            mean_a, _, _ = mean_std(a)
+            mean_b, _, _ = mean_std(b)
+            if mean_a is None or mean_b is None:
+                cells.append("n/a")
+                continue
+            mark = "*" if exceeds_spread(a, b) else ""
+            cells.append(f"{mean_a - mean_b:+.{digits}f}{mark}")
+        rows.append(cells)
+    return rows
