@@ -168,3 +168,19 @@ def test_compare_results_refuses_one_seed_counted_twice(tmp_path):
     _seed_run(tmp_path / "b", 4, 2.0)
     proc = run_tool("compare_results.py", tmp_path / "a", tmp_path / "b", "--names", "CE", "CE", check=False)
     assert proc.returncode == 2 and "share SEED 4" in proc.stderr
+
+
+@pytest.mark.parametrize("same_data", [True, False])
+def test_compare_results_checks_the_seeds_counted_the_same_data(tmp_path, same_data):
+    for seed, counts in ((1, [90, 9, 1]), (2, [90, 9, 1] if same_data else [80, 15, 5])):
+        folder = tmp_path / f"ce-seed{seed}"
+        _results(folder / "inference/val_set/sem_seg_results.json", 1.0)
+        (folder / "class_stats.json").write_text(json.dumps({"counts": counts, "groups": {"head": [0]}}))
+        (folder / "config.yaml").write_text(  # each run resolves its statistics into its own folder
+            f"SEED: {seed}\nMODEL:\n  LONG_TAIL:\n    CLASS_STATS: {folder / 'class_stats.json'}\n")
+    proc = run_tool("compare_results.py", tmp_path / "ce-seed1", tmp_path / "ce-seed2", "--names", "CE", "CE",
+                    check=False)
+    if same_data:
+        assert proc.returncode == 0 and "| 2 " in proc.stdout
+    else:
+        assert proc.returncode == 2 and "trained on different data" in proc.stderr

@@ -9,6 +9,7 @@ A difference between two rows "exceeds the spread" when ``|mean_a - mean_b| > st
 the two one-standard-deviation intervals do not overlap. With 3 seeds this is a rough screen, not
 a significance test; it is only stated when both rows have at least two seeds.
 """
+import json
 import math
 import os
 import statistics
@@ -19,8 +20,10 @@ import yaml
 from ..errors import ConfigError
 
 # Keys that legitimately differ between the seeds of one row: the seed itself, where each run
-# writes, and (for a stage 2) the stage-1 weights of the same seed.
-PER_SEED_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS")
+# writes, (for a stage 2) the stage-1 weights of the same seed, and the class-statistics file each
+# run resolved into its own folder (its contents are compared instead).
+CLASS_STATS_KEY = "MODEL.LONG_TAIL.CLASS_STATS"
+PER_SEED_KEYS = ("SEED", "OUTPUT_DIR", "MODEL.WEIGHTS", CLASS_STATS_KEY)
 
 
 def group_runs(names, runs):
@@ -51,11 +54,24 @@ def run_config(run):
         return _flatten(yaml.safe_load(f) or {})
 
 
+def class_statistics(run, cfg):
+    """(counts, groups) of the class-statistics file a run used, or None where it cannot be read."""
+    path = cfg.get(CLASS_STATS_KEY) or ""
+    candidates = [path, os.path.join(run, os.path.basename(path) or "class_stats.json")]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            with open(candidate) as f:
+                stats = json.load(f)
+            return stats.get("counts"), stats.get("groups")
+    return None
+
+
 def check_seed_group(name, runs):
     """Refuse to average runs that are not seeds of one experiment.
 
     Every run with a config.yaml must agree with the first on every key except
-    :data:`PER_SEED_KEYS`, and no fixed ``SEED`` may appear twice (that is one run counted twice).
+    :data:`PER_SEED_KEYS` and have counted the same class statistics (same data), and no fixed
+    ``SEED`` may appear twice (that is one run counted twice).
     """
     configs = [(run, run_config(run)) for run in runs]
     configs = [(run, cfg) for run, cfg in configs if cfg is not None]
@@ -78,6 +94,13 @@ def check_seed_group(name, runs):
                     f"runs named {name!r} share SEED {seed} ({seen_seeds[seed]} and {run}): "
                     "train each seed with its own SEED")
             seen_seeds[seed] = run
+    statistics_of = [(run, class_statistics(run, cfg)) for run, cfg in configs]
+    statistics_of = [(run, stats) for run, stats in statistics_of if stats is not None]
+    for run, stats in statistics_of[1:]:
+        if stats != statistics_of[0][1]:
+            raise ConfigError(
+                f"runs named {name!r} were trained on different data: the class counts or groups of "
+                f"{statistics_of[0][0]} and {run} differ; average seeds on the same data only")
 
 
 def mean_std(values):
