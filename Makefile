@@ -6,7 +6,8 @@ SETUP_STAMP := $(VENV)/.longtailseg-setup
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 SYNTHETIC := $(DETECTRON2_DATASETS)/synthetic
 
-.PHONY: setup demo demo-methods results-losses results-medoe test data clean-demo
+.PHONY: setup demo demo-methods results-losses results-medoe test data clean-demo \
+	data-ade20k-profile data-lvis-profile results-ade20k-profile results-lvis-profile
 
 setup: $(SETUP_STAMP)
 
@@ -94,3 +95,67 @@ results-lvis: data
 	done
 	$(PY) tools/compare_lvis_results.py $(addprefix $(OUT)/mask_rcnn_,$(LVIS_RUNS)) \
 	  --names baseline cosine BLV DisAlign cosine+DisAlign
+
+# Method tables on the sets with the real data sets' class profiles (tools/make_synthetic_data.py
+# --profile ade20k / lvis_v1). Every run is trained once per seed in SEEDS, into
+# <output>/<run>-seed<n>; a second stage starts from its first stage of the same seed. The compare
+# tools get all seed folders with each name repeated once per seed.
+SEEDS ?= 1 2 3
+TRAIN := $(PY) tools/train_net.py
+_run = $(word 1,$(subst :, ,$(1)))
+_name = $(word 2,$(subst :, ,$(1)))
+# $(call seed_runs,OUT,RUN:NAME list) and $(call seed_names,RUN:NAME list): one entry per seed.
+seed_runs = $(foreach p,$(2),$(foreach s,$(SEEDS),$(1)/$(call _run,$(p))-seed$(s)))
+seed_names = $(foreach p,$(1),$(foreach s,$(SEEDS),$(call _name,$(p))))
+
+ADE_PROFILE := $(DETECTRON2_DATASETS)/synthetic_ade20k_profile
+ADE_PROFILE_CFG := configs/synthetic/ade20k_profile
+ADE_PROFILE_OUT := output/synthetic_ade20k_profile
+ADE_PROFILE_STAGE1 := deeplab_v3_plus blv_deeplab pat_deeplab medoe_deeplab
+ADE_PROFILE_TABLE := deeplab_v3_plus:CE blv_deeplab:BLV disalign_deeplab:DisAlign pat_deeplab:PAT \
+	medoe_deeplab_moe:MEDOE
+
+data-ade20k-profile: setup
+	test -f $(ADE_PROFILE)/synthetic_classes.json || $(PY) tools/make_synthetic_data.py --root $(ADE_PROFILE) --profile ade20k
+
+# CE, BLV, DisAlign (stage 2 on CE), PAT and MEDOE (MOE stage 2 on MED) on the ADE20K profile:
+# head / body / tail mIoU and mACC (DisAlign's 20 / 55 / 75 groups).
+results-ade20k-profile: data-ade20k-profile
+	for seed in $(SEEDS); do \
+	  for run in $(ADE_PROFILE_STAGE1); do \
+	    test -f $(ADE_PROFILE_OUT)/$$run-seed$$seed/model_final.pth || $(TRAIN) --config-file \
+	      $(ADE_PROFILE_CFG)/$$run.yaml SEED $$seed OUTPUT_DIR $(ADE_PROFILE_OUT)/$$run-seed$$seed || exit 1; \
+	  done; \
+	  for stage2 in disalign_deeplab:deeplab_v3_plus medoe_deeplab_moe:medoe_deeplab; do \
+	    run=$${stage2%%:*}; stage1=$${stage2##*:}; \
+	    test -f $(ADE_PROFILE_OUT)/$$run-seed$$seed/model_final.pth || $(TRAIN) --config-file \
+	      $(ADE_PROFILE_CFG)/$$run.yaml SEED $$seed MODEL.WEIGHTS $(ADE_PROFILE_OUT)/$$stage1-seed$$seed/model_final.pth \
+	      OUTPUT_DIR $(ADE_PROFILE_OUT)/$$run-seed$$seed || exit 1; \
+	  done; \
+	done
+	$(PY) tools/compare_results.py $(call seed_runs,$(ADE_PROFILE_OUT),$(ADE_PROFILE_TABLE)) \
+	  --names $(call seed_names,$(ADE_PROFILE_TABLE))
+
+LVIS_PROFILE := $(DETECTRON2_DATASETS)/synthetic_lvis_v1_profile
+LVIS_PROFILE_CFG := configs/synthetic/lvis_v1_profile
+LVIS_PROFILE_OUT := output/synthetic_lvis_v1_profile
+LVIS_PROFILE_TABLE := mask_rcnn_baseline:baseline mask_rcnn_cosine:cosine mask_rcnn_disalign:DisAlign
+
+data-lvis-profile: setup
+	test -f $(LVIS_PROFILE)/synthetic_classes.json || $(PY) tools/make_synthetic_data.py --root $(LVIS_PROFILE) --profile lvis_v1
+
+# Mask R-CNN baseline, cosine classifier and DisAlign (stage 2 on the baseline) on the LVIS v1
+# profile: AP, APr, APc, APf of segm and bbox.
+results-lvis-profile: data-lvis-profile
+	for seed in $(SEEDS); do \
+	  for run in mask_rcnn_baseline mask_rcnn_cosine; do \
+	    test -f $(LVIS_PROFILE_OUT)/$$run-seed$$seed/model_final.pth || $(TRAIN) --config-file \
+	      $(LVIS_PROFILE_CFG)/$$run.yaml SEED $$seed OUTPUT_DIR $(LVIS_PROFILE_OUT)/$$run-seed$$seed || exit 1; \
+	  done; \
+	  test -f $(LVIS_PROFILE_OUT)/mask_rcnn_disalign-seed$$seed/model_final.pth || $(TRAIN) --config-file \
+	    $(LVIS_PROFILE_CFG)/mask_rcnn_disalign.yaml SEED $$seed \
+	    MODEL.WEIGHTS $(LVIS_PROFILE_OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth \
+	    OUTPUT_DIR $(LVIS_PROFILE_OUT)/mask_rcnn_disalign-seed$$seed || exit 1; \
+	done
+	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(LVIS_PROFILE_OUT),$(LVIS_PROFILE_TABLE)) \
+	  --names $(call seed_names,$(LVIS_PROFILE_TABLE))
