@@ -183,3 +183,17 @@ def test_lvis_profile_needs_room_for_every_category(tmp_path):
     with pytest.raises(DatasetError, match="at least 344 training and 344 validation images"):
         generate_profile(str(tmp_path), "lvis_v1", num_train=100, num_val=400, size=32,
                          progress=False)
+
+
+def test_absent_profile_set_names_the_command_that_makes_it(tmp_path):
+    absent = tmp_path / "synthetic_lvis_v1_profile"
+    previous = MetadataCatalog.get("synthetic_lvis_v1_profile_train").synthetic_root
+    try:
+        register_synthetic_datasets(str(absent), profile="lvis_v1")
+        with pytest.raises(DatasetError) as error:
+            DatasetCatalog.get("synthetic_lvis_v1_profile_train")
+        message = str(error.value)
+        assert "\n" not in message
+        assert f"--root {absent} --profile lvis_v1" in message
+    finally:
+        register_synthetic_datasets(previous, profile="lvis_v1")
