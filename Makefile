@@ -6,7 +6,8 @@ SETUP_STAMP := $(VENV)/.longtailseg-setup
 export DETECTRON2_DATASETS ?= $(CURDIR)/datasets
 SYNTHETIC := $(DETECTRON2_DATASETS)/synthetic
 
-.PHONY: setup demo demo-methods results-losses results-medoe test data clean-demo
+.PHONY: setup demo demo-methods results-losses results-medoe test data clean-demo \
+	data-ade20k-profile data-lvis-profile results-ade20k-profile results-lvis-profile
 
 setup: $(SETUP_STAMP)
 
@@ -38,26 +39,26 @@ SEEDS ?= 1 2 3
 STAGE1_ITERS ?=
 SHORT := $(if $(STAGE1_ITERS),SOLVER.MAX_ITER $(STAGE1_ITERS))
 TRAIN := $(PY) tools/train_net.py --config-file
-# $(call train_seeds,CONFIG,RUN[,OPTS]): train CONFIG with each seed into $(OUT)/RUN-seed<n> unless
+# $(call train_seeds,CONFIG,RUN[,OPTS]): train CONFIG with each seed into RUN-seed<n> unless
 # that run finished; OPTS may name the seed's stage-1 run as $$seed.
 define train_seeds
 for seed in $(SEEDS); do \
-  test -f $(OUT)/$(2)-seed$$seed/model_final.pth || $(TRAIN) $(1) \
-    SEED $$seed OUTPUT_DIR $(OUT)/$(2)-seed$$seed $(3) || exit 1; \
+  test -f $(2)-seed$$seed/model_final.pth || $(TRAIN) $(1) \
+    SEED $$seed OUTPUT_DIR $(2)-seed$$seed $(3) || exit 1; \
 done;
 endef
 # $(call seed_runs,RUN ...) and $(call seed_names,NAME ...): the runs' folders of every seed, and
 # each name once per seed, in the same order.
-seed_runs = $(foreach run,$(1),$(foreach seed,$(SEEDS),$(OUT)/$(run)-seed$(seed)))
+seed_runs = $(foreach run,$(1),$(foreach seed,$(SEEDS),$(run)-seed$(seed)))
 seed_names = $(foreach name,$(1),$(foreach seed,$(SEEDS),$(name)))
 
 # Baseline, BLV and DisAlign (stage 2 on the baseline of the same seed) side by side.
 demo-methods: data
-	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,deeplab_v3_plus,$(SHORT))
-	$(call train_seeds,configs/synthetic/blv_deeplab.yaml,blv_deeplab,$(SHORT))
-	$(call train_seeds,configs/synthetic/disalign_deeplab.yaml,disalign_deeplab,\
+	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,$(OUT)/deeplab_v3_plus,$(SHORT))
+	$(call train_seeds,configs/synthetic/blv_deeplab.yaml,$(OUT)/blv_deeplab,$(SHORT))
+	$(call train_seeds,configs/synthetic/disalign_deeplab.yaml,$(OUT)/disalign_deeplab,\
 	  MODEL.WEIGHTS $(OUT)/deeplab_v3_plus-seed$$seed/model_final.pth)
-	$(PY) tools/compare_results.py $(call seed_runs,deeplab_v3_plus blv_deeplab disalign_deeplab) \
+	$(PY) tools/compare_results.py $(call seed_runs,$(addprefix $(OUT)/,deeplab_v3_plus blv_deeplab disalign_deeplab)) \
 	  --names $(call seed_names,CE BLV DisAlign)
 	$(PY) tools/plot_results.py $(addsuffix -seed$(firstword $(SEEDS)),$(addprefix $(OUT)/,deeplab_v3_plus blv_deeplab disalign_deeplab)) \
 	  --names CE BLV DisAlign --output $(OUT)/figures
@@ -66,37 +67,38 @@ demo-methods: data
 # the CE baseline; LDAM with scale 1 as the classifier is a plain linear one), then one table.
 LOSSES := Focal CB CBFocal BMS LDAM PAT
 results-losses: data
-	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,deeplab_v3_plus,$(SHORT))
-	$(call train_seeds,configs/synthetic/blv_deeplab.yaml,blv_deeplab,$(SHORT))
-	$(foreach loss,$(LOSSES),$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,loss_$(loss),\
+	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,$(OUT)/deeplab_v3_plus,$(SHORT))
+	$(call train_seeds,configs/synthetic/blv_deeplab.yaml,$(OUT)/blv_deeplab,$(SHORT))
+	$(foreach loss,$(LOSSES),$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,$(OUT)/loss_$(loss),\
 	  $(SHORT) MODEL.LONG_TAIL.LOSS.NAME $(loss) MODEL.LONG_TAIL.LOSS.LDAM_SCALE 1.0))
-	$(PY) tools/compare_results.py $(call seed_runs,deeplab_v3_plus $(addprefix loss_,Focal CB CBFocal BMS LDAM) \
-	  blv_deeplab loss_PAT) --names $(call seed_names,CE Focal CB CB-Focal BMS LDAM BLV PAT)
+	$(PY) tools/compare_results.py $(call seed_runs,$(addprefix $(OUT)/,deeplab_v3_plus \
+	  $(addprefix loss_,Focal CB CBFocal BMS LDAM) blv_deeplab loss_PAT)) \
+	  --names $(call seed_names,CE Focal CB CB-Focal BMS LDAM BLV PAT)
 
 # The MEDOE table: CE baseline, MED (stage 1, expert 1), MEDOE (stage 2, MOE), the
 # untrained ensembles and the oracle on the stage-1 experts of the same seed; normal and uniform
 # test settings.
 ENSEMBLES := softmax_threshold argmax_confidence group_average
 # $(call eval_seeds,CONFIG,RUN,TRAINED_RUN[,OPTS]): evaluate TRAINED_RUN-seed<n>'s final weights with
-# CONFIG into $(OUT)/RUN-seed<n>, for each seed.
+# CONFIG into RUN-seed<n>, for each seed.
 define eval_seeds
 for seed in $(SEEDS); do \
-  $(TRAIN) $(1) --eval-only SEED $$seed OUTPUT_DIR $(OUT)/$(2)-seed$$seed \
-    MODEL.WEIGHTS $(OUT)/$(3)-seed$$seed/model_final.pth $(4) || exit 1; \
+  $(TRAIN) $(1) --eval-only SEED $$seed OUTPUT_DIR $(2)-seed$$seed \
+    MODEL.WEIGHTS $(3)-seed$$seed/model_final.pth $(4) || exit 1; \
 done;
 endef
 results-medoe: data
-	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,deeplab_v3_plus,$(SHORT))
-	$(call train_seeds,configs/synthetic/medoe_deeplab.yaml,medoe_deeplab,$(SHORT))
-	$(call train_seeds,configs/synthetic/medoe_deeplab_moe.yaml,medoe_deeplab_moe,\
+	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,$(OUT)/deeplab_v3_plus,$(SHORT))
+	$(call train_seeds,configs/synthetic/medoe_deeplab.yaml,$(OUT)/medoe_deeplab,$(SHORT))
+	$(call train_seeds,configs/synthetic/medoe_deeplab_moe.yaml,$(OUT)/medoe_deeplab_moe,\
 	  MODEL.WEIGHTS $(OUT)/medoe_deeplab-seed$$seed/model_final.pth)
-	$(call eval_seeds,configs/synthetic/deeplab_v3_plus.yaml,eval_deeplab_v3_plus,deeplab_v3_plus,\
+	$(call eval_seeds,configs/synthetic/deeplab_v3_plus.yaml,$(OUT)/eval_deeplab_v3_plus,$(OUT)/deeplab_v3_plus,\
 	  TEST.UNIFORM.ENABLED True)
 	$(foreach ensemble,$(ENSEMBLES),\
-	  $(call eval_seeds,configs/synthetic/medoe_deeplab.yaml,eval_medoe_$(ensemble),medoe_deeplab,MODEL.MEDOE.ENSEMBLE $(ensemble)))
-	$(call eval_seeds,configs/synthetic/medoe_deeplab.yaml,eval_medoe_oracle,medoe_deeplab,MODEL.MEDOE.ORACLE True)
-	$(PY) tools/compare_results.py --uniform $(call seed_runs,eval_deeplab_v3_plus medoe_deeplab medoe_deeplab_moe \
-	  $(addprefix eval_medoe_,oracle $(ENSEMBLES))) \
+	  $(call eval_seeds,configs/synthetic/medoe_deeplab.yaml,$(OUT)/eval_medoe_$(ensemble),$(OUT)/medoe_deeplab,MODEL.MEDOE.ENSEMBLE $(ensemble)))
+	$(call eval_seeds,configs/synthetic/medoe_deeplab.yaml,$(OUT)/eval_medoe_oracle,$(OUT)/medoe_deeplab,MODEL.MEDOE.ORACLE True)
+	$(PY) tools/compare_results.py --uniform $(call seed_runs,$(addprefix $(OUT)/,eval_deeplab_v3_plus medoe_deeplab \
+	  medoe_deeplab_moe $(addprefix eval_medoe_,oracle $(ENSEMBLES)))) \
 	  --names $(call seed_names,baseline MED MEDOE MEDOE-oracle softmax-0.3 argmax-conf. group-avg.)
 
 test: setup
@@ -117,10 +119,48 @@ clean-demo:
 .PHONY: results-lvis
 LVIS_RUNS := baseline cosine blv disalign cosine_disalign
 results-lvis: data
-	$(foreach run,baseline cosine blv,$(call train_seeds,configs/synthetic/mask_rcnn_$(run).yaml,mask_rcnn_$(run)))
-	$(call train_seeds,configs/synthetic/mask_rcnn_disalign.yaml,mask_rcnn_disalign,\
+	$(foreach run,baseline cosine blv,$(call train_seeds,configs/synthetic/mask_rcnn_$(run).yaml,$(OUT)/mask_rcnn_$(run)))
+	$(call train_seeds,configs/synthetic/mask_rcnn_disalign.yaml,$(OUT)/mask_rcnn_disalign,\
 	  MODEL.WEIGHTS $(OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
-	$(call train_seeds,configs/synthetic/mask_rcnn_cosine_disalign.yaml,mask_rcnn_cosine_disalign,\
+	$(call train_seeds,configs/synthetic/mask_rcnn_cosine_disalign.yaml,$(OUT)/mask_rcnn_cosine_disalign,\
 	  MODEL.WEIGHTS $(OUT)/mask_rcnn_cosine-seed$$seed/model_final.pth)
-	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix mask_rcnn_,$(LVIS_RUNS))) \
+	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix $(OUT)/mask_rcnn_,$(LVIS_RUNS))) \
 	  --names $(call seed_names,baseline cosine BLV DisAlign cosine+DisAlign)
+
+# Method tables on the sets with the real data sets' class profiles (tools/make_synthetic_data.py
+# --profile ade20k / lvis_v1), over SEEDS like the tables above.
+ADE_PROFILE := $(DETECTRON2_DATASETS)/synthetic_ade20k_profile
+ADE_PROFILE_CFG := configs/synthetic/ade20k_profile
+ADE_PROFILE_OUT := output/synthetic_ade20k_profile
+
+data-ade20k-profile: setup
+	test -f $(ADE_PROFILE)/synthetic_classes.json || $(PY) tools/make_synthetic_data.py --root $(ADE_PROFILE) --profile ade20k
+
+# CE, BLV, DisAlign (stage 2 on CE), PAT and MEDOE (MOE stage 2 on MED) on the ADE20K profile:
+# head / body / tail mIoU and mACC (DisAlign's 20 / 55 / 75 groups).
+results-ade20k-profile: data-ade20k-profile
+	$(foreach run,deeplab_v3_plus blv_deeplab pat_deeplab medoe_deeplab,\
+	  $(call train_seeds,$(ADE_PROFILE_CFG)/$(run).yaml,$(ADE_PROFILE_OUT)/$(run)))
+	$(call train_seeds,$(ADE_PROFILE_CFG)/disalign_deeplab.yaml,$(ADE_PROFILE_OUT)/disalign_deeplab,\
+	  MODEL.WEIGHTS $(ADE_PROFILE_OUT)/deeplab_v3_plus-seed$$seed/model_final.pth)
+	$(call train_seeds,$(ADE_PROFILE_CFG)/medoe_deeplab_moe.yaml,$(ADE_PROFILE_OUT)/medoe_deeplab_moe,\
+	  MODEL.WEIGHTS $(ADE_PROFILE_OUT)/medoe_deeplab-seed$$seed/model_final.pth)
+	$(PY) tools/compare_results.py $(call seed_runs,$(addprefix $(ADE_PROFILE_OUT)/,\
+	  deeplab_v3_plus blv_deeplab disalign_deeplab pat_deeplab medoe_deeplab_moe)) \
+	  --names $(call seed_names,CE BLV DisAlign PAT MEDOE)
+
+LVIS_PROFILE := $(DETECTRON2_DATASETS)/synthetic_lvis_v1_profile
+LVIS_PROFILE_CFG := configs/synthetic/lvis_v1_profile
+LVIS_PROFILE_OUT := output/synthetic_lvis_v1_profile
+
+data-lvis-profile: setup
+	test -f $(LVIS_PROFILE)/synthetic_classes.json || $(PY) tools/make_synthetic_data.py --root $(LVIS_PROFILE) --profile lvis_v1
+
+# Mask R-CNN baseline, cosine classifier and DisAlign (stage 2 on the baseline) on the LVIS v1
+# profile: AP, APr, APc, APf of segm and bbox.
+results-lvis-profile: data-lvis-profile
+	$(foreach run,mask_rcnn_baseline mask_rcnn_cosine,$(call train_seeds,$(LVIS_PROFILE_CFG)/$(run).yaml,$(LVIS_PROFILE_OUT)/$(run)))
+	$(call train_seeds,$(LVIS_PROFILE_CFG)/mask_rcnn_disalign.yaml,$(LVIS_PROFILE_OUT)/mask_rcnn_disalign,\
+	  MODEL.WEIGHTS $(LVIS_PROFILE_OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
+	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix $(LVIS_PROFILE_OUT)/,\
+	  mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_disalign)) --names $(call seed_names,baseline cosine DisAlign)

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import REPO
 
-TARGETS = ("demo-methods", "results-losses", "results-medoe", "results-lvis")
+TARGETS = ("demo-methods", "results-losses", "results-medoe", "results-lvis", "results-ade20k-profile",
+           "results-lvis-profile")
 
 
 def dry_run(target, *variables):

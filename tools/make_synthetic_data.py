@@ -5,14 +5,30 @@ Images of coloured, textured shapes whose classes follow a long-tailed distribut
 semantic labels and LVIS-style instance annotations, in the on-disk layouts of the real data sets,
 so Detectron2's own loaders read them (`make data` runs this for `make demo`).
 
+With --profile, a set with a real data set's class profile instead, 64x64 images:
+  ade20k   150 classes whose shares of the training pixels are ADE20K's published Ratio column
+           exactly (DisAlign's 20 / 55 / 75 head / body / tail groups); ADEChallengeData2016
+           layout only, 300 training / 100 validation images by default;
+  lvis_v1  LVIS v1's 1203 categories with their rare / common / frequent field (337 / 461 / 405)
+           and training image counts following LVIS's (square roots, scaled down, at least one
+           image each); LVIS json + COCO folders only, 1000 / 400 images by default.
+
 Example:
     python tools/make_synthetic_data.py --root datasets/synthetic
+    python tools/make_synthetic_data.py --root datasets/synthetic_ade20k_profile --profile ade20k
+    python tools/make_synthetic_data.py --root datasets/synthetic_lvis_v1_profile --profile lvis_v1
     export DETECTRON2_DATASETS=datasets   # the configs' synthetic_* data sets are then found
 """
 import argparse
 import sys
 
-from longtailseg.data.synthetic.generator import format_summary, generate
+from longtailseg.data.synthetic.generator import (
+    PROFILE_DEFAULTS,
+    format_profile_summary,
+    format_summary,
+    generate,
+    generate_profile,
+)
 from longtailseg.errors import LongTailSegError
 
 
@@ -20,12 +36,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="output folder, e.g. datasets/synthetic")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--profile", choices=("default",) + tuple(PROFILE_DEFAULTS), default="default",
+                        help="class profile: default (the 19-class set), ade20k or lvis_v1")
     parser.add_argument("--num-classes", type=int, default=19,
-                        help="classes / LVIS categories (default 19)")
-    parser.add_argument("--num-images", type=int, default=400,
-                        help="training images per set (default 400)")
-    parser.add_argument("--num-val-images", type=int, default=100,
-                        help="validation images per set (default 100)")
+                        help="classes / LVIS categories of the default profile (default 19)")
+    parser.add_argument("--num-images", type=int, default=None,
+                        help="training images per set (default 400; profiles: 300 ade20k, 1000 lvis_v1)")
+    parser.add_argument("--num-val-images", type=int, default=None,
+                        help="validation images per set (default 100; profiles: 100 ade20k, 400 lvis_v1)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     parser.add_argument("--force", action="store_true", help="replace existing synthetic data")
     return parser.parse_args(argv)
@@ -34,19 +52,32 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        summary = generate(
-            args.root,
-            seed=args.seed,
-            num_classes=args.num_classes,
-            num_train=args.num_images,
-            num_val=args.num_val_images,
-            size=args.size,
-            force=args.force,
-        )
+        if args.profile == "default":
+            summary = generate(
+                args.root,
+                seed=args.seed,
+                num_classes=args.num_classes,
+                num_train=400 if args.num_images is None else args.num_images,
+                num_val=100 if args.num_val_images is None else args.num_val_images,
+                size=args.size,
+                force=args.force,
+            )
+            lines = format_summary(summary)
+        else:
+            if args.num_classes != 19:
+                raise LongTailSegError(
+                    f"--num-classes does not apply to --profile {args.profile} (its classes are "
+                    "the real data set's); leave it out"
+                )
+            summary = generate_profile(
+                args.root, args.profile, seed=args.seed, num_train=args.num_images,
+                num_val=args.num_val_images, size=args.size, force=args.force,
+            )
+            lines = format_profile_summary(summary)
     except LongTailSegError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for line in format_summary(summary):
+    for line in lines:
         print(line)
     return 0
 

@@ -7,7 +7,9 @@ from .datasets import (  # noqa: F401
     prepare_dataset,
     register_synthetic_datasets,
 )
+from .synthetic.layout import PROFILE_FOLDERS
 from .labels import check_label_values  # noqa: F401
 from .class_counting import class_stats_from_config, resolve_class_stats  # noqa: F401
 
-register_synthetic_datasets()
+for _profile in PROFILE_FOLDERS:
+    register_synthetic_datasets(profile=_profile)

@@ -2,7 +2,9 @@
 
 The synthetic sets live under ``$DETECTRON2_DATASETS/synthetic`` in the real on-disk formats
 (ADEChallengeData2016, Cityscapes gtFine, LVIS v1 json + COCO image folders), written by
-``tools/make_synthetic_data.py``, and are read with Detectron2's own loaders. The real ADE20K,
+``tools/make_synthetic_data.py``, and are read with Detectron2's own loaders; the sets with the
+real data sets' class profiles (``--profile ade20k`` / ``lvis_v1``) live beside it in
+``synthetic_ade20k_profile/`` and ``synthetic_lvis_v1_profile/``. The real ADE20K,
 Cityscapes and LVIS sets are Detectron2's builtin registrations (``ade20k_sem_seg_train``,
 ``cityscapes_fine_sem_seg_train``, ``lvis_v1_train``...); nothing is re-registered for them.
 """
@@ -16,15 +18,17 @@ from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
 from detectron2.data.datasets.lvis import load_lvis_json
 
 from ..errors import DatasetError
-from .synthetic.layout import read_synthetic_classes
+from .synthetic.layout import PROFILE_FOLDERS, generate_command, read_synthetic_classes
 
-SYNTHETIC_FOLDER = "synthetic"
-# The synthetic sets: name -> (on-disk layout, split). Each layout's evaluator_type is set when
-# the set is registered; the class names when synthetic_classes.json exists.
+SYNTHETIC_FOLDER = PROFILE_FOLDERS["default"]
+# The synthetic sets: name -> (class profile, on-disk layout, split). Each layout's evaluator_type
+# is set when the set is registered; the class names when synthetic_classes.json exists.
 SYNTHETIC_SPLITS = {
-    f"synthetic_{layout}_{split}": (layout, split)
-    for layout in ("ade_sem_seg", "cityscapes_sem_seg", "lvis")
-    for split in ("train", "val")
+    **{f"synthetic_{layout}_{split}": ("default", layout, split)
+       for layout in ("ade_sem_seg", "cityscapes_sem_seg", "lvis") for split in ("train", "val")},
+    **{f"synthetic_ade20k_profile_sem_seg_{split}": ("ade20k", "ade_sem_seg", split)
+       for split in ("train", "val")},
+    **{f"synthetic_lvis_v1_profile_{split}": ("lvis_v1", "lvis", split) for split in ("train", "val")},
 }
 SYNTHETIC_DATASETS = list(SYNTHETIC_SPLITS)
 _EVALUATOR_TYPES = {"ade_sem_seg": "sem_seg", "cityscapes_sem_seg": "sem_seg", "lvis": "lvis"}
@@ -32,15 +36,15 @@ _EVALUATOR_TYPES = {"ade_sem_seg": "sem_seg", "cityscapes_sem_seg": "sem_seg", "
 _SPLIT_FOLDERS = {"train": ("training", "train", "train2017"), "val": ("validation", "val", "val2017")}
 
 
-def _default_root():
-    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), SYNTHETIC_FOLDER)
+def _default_root(profile="default"):
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), PROFILE_FOLDERS[profile])
 
 
-def _require_path(path, root):
+def _require_path(path, root, profile):
     if not os.path.exists(path):
         raise DatasetError(
             f"dataset path {path} does not exist; generate the synthetic data with "
-            f"`python tools/make_synthetic_data.py --root {root}` (or set DETECTRON2_DATASETS)"
+            f"`{generate_command(root, profile)}` (or set DETECTRON2_DATASETS)"
         )
 
 
@@ -60,13 +64,13 @@ def _synthetic_paths(root, layout, split):
 
 def _load_synthetic(name, root):
     """Dataset function: check the files first (one-line error), then Detectron2's loader."""
-    layout, split = SYNTHETIC_SPLITS[name]
+    profile, layout, split = SYNTHETIC_SPLITS[name]
     images, labels = _synthetic_paths(root, layout, split)
     _set_synthetic_class_names(name, root)
-    _require_path(labels, root)
+    _require_path(labels, root, profile)
     if layout == "lvis":
         return load_lvis_json(labels, images, dataset_name=None)
-    _require_path(images, root)
+    _require_path(images, root, profile)
     if layout == "ade_sem_seg":
         return load_sem_seg(labels, images, gt_ext="png", image_ext="jpg")
     return load_cityscapes_semantic(images, labels)
@@ -75,22 +79,27 @@ def _load_synthetic(name, root):
 def _set_synthetic_class_names(name, root):
     """Class names and colours from ``synthetic_classes.json``, once the data exists."""
     metadata = MetadataCatalog.get(name)
-    kind = "thing" if SYNTHETIC_SPLITS[name][0] == "lvis" else "stuff"
+    profile, layout, _ = SYNTHETIC_SPLITS[name]
+    kind = "thing" if layout == "lvis" else "stuff"
     if not hasattr(metadata, f"{kind}_classes"):
-        classes = read_synthetic_classes(root)  # DatasetError naming the file and the fix
+        classes = read_synthetic_classes(root, profile)  # DatasetError naming the file and the fix
         metadata.set(**{f"{kind}_classes": list(classes[f"{kind}_classes"]),
                         f"{kind}_colors": [tuple(c) for c in classes[f"{kind}_colors"]]})
     return metadata
 
 
-def register_synthetic_datasets(root=None):
-    """(Re-)register the synthetic sets from ``root`` (default ``$DETECTRON2_DATASETS/synthetic``)
-    with their metadata; class names are added when ``synthetic_classes.json`` exists.
+def register_synthetic_datasets(root=None, profile="default"):
+    """(Re-)register the synthetic sets of a class profile (``default``, ``ade20k``, ``lvis_v1``)
+    from ``root`` (default ``$DETECTRON2_DATASETS/synthetic``, ``.../synthetic_ade20k_profile``,
+    ``.../synthetic_lvis_v1_profile``) with their metadata; class names are added when
+    ``synthetic_classes.json`` exists.
 
     Calling it again with another root replaces the earlier registration.
     """
-    root = os.path.abspath(root or _default_root())
-    for name, (layout, split) in SYNTHETIC_SPLITS.items():
+    root = os.path.abspath(root or _default_root(profile))
+    for name, (set_profile, layout, split) in SYNTHETIC_SPLITS.items():
+        if set_profile != profile:
+            continue
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)

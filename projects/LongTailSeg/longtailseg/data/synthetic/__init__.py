@@ -17,10 +17,17 @@ LVIS images hold non-overlapping instances on a neutral grey background, with th
 training images per category falling steeply so that LVIS's rule gives rare, common and frequent
 categories.
 
+``generator.generate_profile`` writes a set with a real data set's class profile instead
+(``profiles``): ``ade20k``, 150 classes whose shares of all training pixels are ADE20K's
+published Ratio column to the pixel (``semantic_exact``), in the ADEChallengeData2016 layout; or
+``lvis_v1``, LVIS v1's 1203 categories with their r / c / f split and scaled image counts, as
+LVIS v1 json.
+
 Modules: ``layout`` (folders, the classes file and its reader: all that dataset registration
 imports), ``classes`` (class design and schedules), ``drawing``, ``semantic`` and ``lvis`` (the
-two sets' planning, rendering and writers), ``files``, ``generator``. The generator imports only
-numpy, Pillow and pycocotools (and, for the Cityscapes label ids at 19 classes,
-cityscapesscripts); never Detectron2.
+two sets' planning, rendering and writers), ``semantic_exact``, ``profiles``, ``files``,
+``generator``. The generator imports only numpy, Pillow and pycocotools (and, for the Cityscapes
+label ids at 19 classes, cityscapesscripts); Detectron2 only for the ``lvis_v1`` profile, whose
+categories and image counts it reads from Detectron2's LVIS v1 tables.
 """
 from .layout import CLASSES_FILE, FORMAT, GENERATE_COMMAND, read_synthetic_classes  # noqa: F401

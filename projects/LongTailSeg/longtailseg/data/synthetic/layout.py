@@ -17,17 +17,35 @@ COCO_FOLDER = "coco"
 OUTPUT_ENTRIES = (ADE_FOLDER, CITYSCAPES_FOLDER, LVIS_FOLDER, COCO_FOLDER, CLASSES_FILE)
 STAGING_PREFIX = ".tmp-synthetic-"
 GENERATE_COMMAND = "python tools/make_synthetic_data.py --root {root}"
+# Class profiles (profiles.py): the folder under DETECTRON2_DATASETS each is registered from, and
+# what a profile writes (the classes file last, as above).
+PROFILE_FOLDERS = {
+    "default": "synthetic",
+    "ade20k": "synthetic_ade20k_profile",
+    "lvis_v1": "synthetic_lvis_v1_profile",
+}
+PROFILE_OUTPUT_ENTRIES = {
+    "default": OUTPUT_ENTRIES,
+    "ade20k": (ADE_FOLDER, CLASSES_FILE),
+    "lvis_v1": (LVIS_FOLDER, COCO_FOLDER, CLASSES_FILE),
+}
+
+
+def generate_command(root: str, profile: str = "default") -> str:
+    command = GENERATE_COMMAND.format(root=root)
+    return command if profile == "default" else f"{command} --profile {profile}"
 
 CITYSCAPES_CITIES = {"train": "synthburg", "val": "synthstadt"}
 
 
-def read_synthetic_classes(root: str) -> Dict:
+def read_synthetic_classes(root: str, profile: str = "default") -> Dict:
     """The contents of ``ROOT/synthetic_classes.json``; a one-line DatasetError if absent."""
     path = os.path.join(root, CLASSES_FILE)
+    command = generate_command(root, profile)
     if not os.path.isfile(path):
         raise DatasetError(
             f"{path} not found; generate the synthetic data with "
-            f"`{GENERATE_COMMAND.format(root=root)}`"
+            f"`{command}`"
         )
     try:
         with open(path) as f:
@@ -35,11 +53,11 @@ def read_synthetic_classes(root: str) -> Dict:
     except (OSError, ValueError) as e:
         raise DatasetError(
             f"{path} is unreadable ({e}); regenerate it with "
-            f"`{GENERATE_COMMAND.format(root=root)} --force`"
+            f"`{command} --force`"
         ) from None
     if not isinstance(classes, dict) or classes.get("format") != FORMAT:
         raise DatasetError(
             f"{path} is not a {FORMAT} file; regenerate it with "
-            f"`{GENERATE_COMMAND.format(root=root)} --force`"
+            f"`{command} --force`"
         )
     return classes

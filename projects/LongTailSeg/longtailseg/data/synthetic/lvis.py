@@ -32,17 +32,20 @@ from .drawing import (
 from .files import save_jpeg
 
 
-def plan_lvis_split(classes, num_images, rng) -> List[List[SyntheticClass]]:
+def plan_lvis_split(classes, num_images, rng, image_counts=None) -> List[List[SyntheticClass]]:
     """Per image, the categories of its instances (one entry per instance), in placing order.
 
-    Each category goes into a fixed number of images, so its image count, and with it its LVIS
-    frequency group, is set by the schedule rather than by chance. The images are the least
-    crowded so far (ties broken at random), which keeps every image from overflowing.
+    Each category goes into a fixed number of images (``image_counts``, default from the schedule's
+    image shares), so its image count, and with it its LVIS frequency group, is set rather than
+    left to chance. The images are the least crowded so far (ties broken at random), which keeps
+    every image from overflowing.
     """
-    fractions = lvis_image_fractions(classes)
+    if image_counts is None:
+        fractions = lvis_image_fractions(classes)
+        image_counts = [int(np.clip(round(f * num_images), 1, num_images)) for f in fractions]
     plans = [[] for _ in range(num_images)]
-    for cls, fraction in zip(classes, fractions):
-        num_with = int(np.clip(round(fraction * num_images), 1, num_images))
+    for cls, num_with in zip(classes, image_counts):
+        num_with = int(num_with)
         extra_mean = LVIS_EXTRA_INSTANCES[cls.group]
         shuffled = rng.permutation(num_images)
         least_crowded = sorted(shuffled, key=lambda i: len(plans[i]))[:num_with]
@@ -54,9 +57,15 @@ def plan_lvis_split(classes, num_images, rng) -> List[List[SyntheticClass]]:
     return [[cls for _, cls in sorted(plan, key=lambda p: (p[0], -p[1].index))] for plan in plans]
 
 
-def _render_lvis_image(plan, classes, size, rng):
-    """RGB image and the instances (category index, polygon, RLE) placed in it."""
+def instance_diameters(classes, ranks=None):
+    """Nominal instance diameter per category index (fraction of the image side), falling with the
+    frequency rank (default: the index)."""
     diameters = log_spaced(*LVIS_DIAMETERS, len(classes))
+    return diameters if ranks is None else diameters[np.asarray(ranks)]
+
+
+def _render_lvis_image(plan, diameters, size, rng):
+    """RGB image and the instances (category index, polygon, RLE) placed in it."""
     ys, xs = pixel_grid(size)
     grey = rng.uniform(*LVIS_BACKGROUND_GREY)
     slope = rng.uniform(-15, 15, size=2) / size  # a soft lighting gradient
@@ -95,15 +104,18 @@ def _lvis_image_id(split: str, index: int) -> int:
     return index + 1 if split == "train" else 1_000_001 + index
 
 
-def write_lvis_split(staging, split, plans, classes, size, rng, progress_bar):
-    """Render a split's images into coco/<split>2017/ and return its LVIS images/annotations."""
+def write_lvis_split(staging, split, plans, classes, size, rng, progress_bar, diameters=None):
+    """Render a split's images into coco/<split>2017/ and return its LVIS images/annotations;
+    ``diameters``: per category index, default :func:`instance_diameters`."""
+    if diameters is None:
+        diameters = instance_diameters(classes)
     coco_split = f"{split}2017"
     image_folder = os.path.join(staging, COCO_FOLDER, coco_split)
     os.makedirs(image_folder)
     all_categories = {cls.index + 1 for cls in classes}
     images, annotations = [], []
     for index, plan in enumerate(plans):
-        image, instances = _render_lvis_image(plan, classes, size, rng)
+        image, instances = _render_lvis_image(plan, diameters, size, rng)
         image_id = _lvis_image_id(split, index)
         file_name = f"{image_id:012d}.jpg"
         save_jpeg(os.path.join(image_folder, file_name), image)
@@ -151,18 +163,26 @@ def lvis_counts(annotations, num_classes):
     return image_counts, instance_counts
 
 
-def lvis_categories(classes, image_counts, instance_counts):
+def lvis_categories(classes, image_counts, instance_counts, published=None):
+    """The json's categories with the split's counts. The frequency comes from LVIS's rule on the
+    image counts, or, with ``published`` (LVIS's own category dicts by index), LVIS's field, as do
+    the synset and synonyms."""
     categories = []
     for cls in classes:
         synset_word = cls.name.replace(" ", "_").replace("-", "_")
+        source = published[cls.index] if published is not None else {
+            "synset": f"{synset_word}.n.01",
+            "synonyms": [cls.name],
+            "frequency": lvis_frequency(int(image_counts[cls.index])),
+        }
         categories.append(
             {
                 "id": cls.index + 1,
                 "name": cls.name,
-                "synset": f"{synset_word}.n.01",
-                "synonyms": [cls.name],
+                "synset": source["synset"],
+                "synonyms": list(source["synonyms"]),
                 "def": cls.description,
-                "frequency": lvis_frequency(int(image_counts[cls.index])),
+                "frequency": source["frequency"],
                 "image_count": int(image_counts[cls.index]),
                 "instance_count": int(instance_counts[cls.index]),
             }
