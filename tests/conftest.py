@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import longtailseg  # noqa: F401  (compatibility patches before any detectron2 import)
+import longtailseg  # noqa: F401  (registers the LongTailSeg components)
 from longtailseg.data import register_synthetic_datasets
 from longtailseg.data.synthetic.generator import generate
 

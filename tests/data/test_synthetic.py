@@ -1,6 +1,6 @@
 """The synthetic data generator: formats that Detectron2 and LVIS read, a steep long tail and
 writes that never leave a partial data set."""
-import longtailseg  # noqa: F401  (compatibility patches before detectron2 is imported)
+import longtailseg  # noqa: F401  (registers the LongTailSeg components)
 
 import glob
 import hashlib

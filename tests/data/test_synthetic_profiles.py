@@ -1,7 +1,7 @@
 """The profile sets: ADE20K's published pixel shares to the pixel (DisAlign's 20 / 55 / 75
 groups by the project's own class counting), LVIS v1's 1203 categories with their 337 / 461 / 405
 split, every category in training, image counts in LVIS's order."""
-import longtailseg  # noqa: F401  (compatibility patches before detectron2 is imported)
+import longtailseg  # noqa: F401  (registers the LongTailSeg components)
 
 import glob
 import hashlib

@@ -2,7 +2,7 @@
 (ADE20K profile: CE, BLV, DisAlign stage 2, PAT, MEDOE stage 1 and MOE) and 1203 categories
 (LVIS v1 profile: the ROI-head baseline, cosine, BLV, DisAlign stage 2), each model built from its
 profile config and class statistics counted on a tiny generated profile set."""
-import longtailseg  # noqa: F401  (compatibility patches before detectron2 is imported)
+import longtailseg  # noqa: F401  (registers the LongTailSeg components)
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """LongTailSemSegEvaluator: agreement with Detectron2, the mIoU rule, groups, errors, files."""
-import longtailseg  # noqa: F401  (must precede detectron2: numpy / Pillow compatibility)
+import longtailseg  # noqa: F401  (registers the LongTailSeg components)
 
 import json
 import logging
