@@ -172,6 +172,13 @@ def test_stage1_then_moe_then_ensembles_and_oracle_end_to_end(datasets_root, tmp
     proc = run_tool("train_net.py", "--config-file", MOE, *TINY_TRAINING, "SOLVER.MAX_ITER", 3,
                     "MODEL.WEIGHTS", s1 / "model_final.pth", "OUTPUT_DIR", s2, datasets_root=datasets_root)
     assert "sem_seg_head.decision_maker.{decision_logits, log_scale, shift}" in proc.stdout + proc.stderr
+    # Stage 2 of another expert width does not fit the stage-1 checkpoint: refused before training.
+    proc = run_tool("train_net.py", "--config-file", MOE, *TINY_TRAINING, "SOLVER.MAX_ITER", 3,
+                    "MODEL.WEIGHTS", s1 / "model_final.pth", "MODEL.MEDOE.EXPERT_CHANNELS", 8,
+                    "OUTPUT_DIR", tmp_path / "other_width", datasets_root=datasets_root, check=False)
+    assert proc.returncode != 0
+    error = [l for l in proc.stderr.splitlines() if l.startswith("error:")][0]
+    assert "does not fit this model" in error and "experts.1." in error
     before = torch.load(s1 / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     after = torch.load(s2 / "model_final.pth", map_location="cpu", weights_only=False)["model"]
     for key, value in before.items():
