@@ -206,3 +206,40 @@ def test_decision_maker_needs_one_output_per_expert():
     maker = E.MOEDecisionMaker(paper_masks())
     with pytest.raises(ValueError, match="3 experts; got 2"):
         maker(torch.zeros(2, 1, 6, 2, 2))
+
+
+def test_labels_at_takes_the_label_at_each_cells_centre():
+    targets = torch.arange(64).view(1, 8, 8)  # label = 8 * row + column
+    assert E.labels_at(targets, (2, 2)).tolist() == [[[18, 22], [50, 54]]]  # rows / columns 2, 6
+    assert E.labels_at(targets, (8, 8)).equal(targets)
+    # Sizes that do not divide: centres (i + 0.5) * 8 / 3 -> 1, 4, 6.
+    assert E.labels_at(targets, (3, 3)).tolist() == [[[9, 12, 14], [33, 36, 38], [49, 52, 54]]]
+
+
+def test_auxiliary_kl_is_the_mean_over_images_that_have_owned_pixels():
+    masks = paper_masks()
+    logits = torch.randn(3, 6, 2, 3, generator=torch.Generator().manual_seed(2))
+    targets = torch.tensor([[[4, 4, 5], [0, 255, 5]],      # owned 4, 4, 5, 5; interfering 0
+                            [[0, 1, 2], [3, 255, 255]],    # nothing owned, four interfering
+                            [[5, 5, 5], [5, 4, 1]]])       # owned 5 x 4, 4; interfering 1
+    aux = E.expert_auxiliary_loss(logits, targets, masks[2])
+    own = logits[:, [4, 5]]
+    interfering = [(0, 1, 0), (1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 1, 0), (2, 1, 2)]
+    l2 = torch.stack([own[n, :, i, j].pow(2).mean() for n, i, j in interfering]).mean()
+    kls = []
+    for n, owned, labels in ((0, [(0, 0), (0, 1), (0, 2), (1, 2)], [4, 4, 5, 5]),
+                             (2, [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)], [5, 5, 5, 5, 4])):
+        p_bar = torch.stack([F.softmax(own[n, :, i, j], dim=0) for i, j in owned]).mean(0)
+        q = torch.tensor([labels.count(4), labels.count(5)], dtype=torch.float) / len(labels)
+        kls.append((q * (q.log() - p_bar.log())).sum())
+    assert aux.item() == pytest.approx((l2 + torch.stack(kls).mean()).item(), rel=1e-5)
+
+
+def test_expert_losses_is_cross_entropy_and_auxiliary_loss_at_one_resolution():
+    masks = paper_masks()
+    logits = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(4))
+    targets = torch.randint(0, 6, (2, 4, 4), generator=torch.Generator().manual_seed(5))
+    for member in masks:
+        ce, aux = E.expert_losses(logits, targets, member)
+        assert torch.equal(ce, E.expert_cross_entropy(logits, targets, member))
+        assert torch.equal(aux, E.expert_auxiliary_loss(logits, targets, member))

@@ -91,6 +91,11 @@ def add_longtailseg_config(cfg):
     # One entry per expert (K = its length): the class groups it owns, joined by "+". The first
     # must own every class (it alone trains the backbone). Paper: head+body+tail, body+tail, tail.
     cfg.MODEL.MEDOE.EXPERT_CLASS_GROUPS = ["head+body+tail", "body+tail", "tail"]
+    # Channels of experts 2..K (context module, decoder, classifier input); expert 1 keeps the
+    # head's (SEM_SEG_HEAD.CONVS_DIM / ASPP_CHANNELS). The experts share the backbone features and
+    # their projection (DeepLabV3+'s low-level 1x1 convs). 64 = a quarter of the R-50 configs'
+    # 256: +19 % parameters over the CE model with 3 experts; 0 = the head's width (+84 %).
+    cfg.MODEL.MEDOE.EXPERT_CHANNELS = 64
     # lambda of CE + lambda * (L2 + KL) per expert; the paper's value did not survive.
     cfg.MODEL.MEDOE.AUX_LOSS_WEIGHT = 0.2
     # How the experts' outputs become the prediction: "none" = expert 1 (stage 1, MED);

@@ -12,7 +12,9 @@ silent (see projects/LongTailSeg/README.md, "MEDOE"):
   logit of S_k at "interfering" pixels (labelled with a class outside S_k), which pushes the
   expert to an unconfident, flat output there, and KL is KL(q || p_bar) per image between the
   ground-truth class distribution q over S_k and the expert's mean predicted distribution p_bar
-  over the same pixels.
+  over the same pixels. CE is taken on the logits upsampled to the labels; L2 and KL on the
+  logits at their own resolution against the labels at those pixels (``labels_at``; a
+  deviation: the paper does not say, and at full resolution they cost more than the CE).
 * Oracle (the paper's dagger rows): each pixel takes the most specific expert (fewest classes)
   whose set holds its ground-truth class.
 * Stage 2, MOE: per expert k and class c a calibration a_kc * log p_kc + b_kc and a decision
@@ -71,44 +73,80 @@ def mask_logits(logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
 
 def expert_losses(logits: torch.Tensor, targets: torch.Tensor, member: torch.Tensor,
                   ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(CE, auxiliary L2 + KL) of one expert; ``logits`` (N, C, H, W) unmasked, at label size.
+    """(CE, auxiliary L2 + KL) of one expert, both on ``logits`` (N, C, H, W) unmasked at the
+    size of ``targets`` (N, H, W). The head computes the auxiliary terms at the logits' own
+    resolution instead: ``expert_cross_entropy`` on upsampled logits and
+    ``expert_auxiliary_loss`` on the logits with ``labels_at`` their pixels."""
+    return (expert_cross_entropy(logits, targets, member, ignore_index),
+            expert_auxiliary_loss(logits, targets, member, ignore_index))
 
-    CE: mean over the pixels labelled with the expert's classes. L2: mean over interfering
-    pixels and the expert's classes of the squared logit. KL: mean over images with labelled
-    pixels of KL(q || p_bar) over the expert's classes. Every term is 0 (with a graph) when it
-    has no pixel.
-    """
-    member = member.to(logits.device)
+
+def _owned_and_interfering(targets, member, ignore_index):
     valid = targets != ignore_index
     safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
     owned = valid & member[safe_targets]
-    interfering = valid & ~owned
-    zero = logits.sum() * 0.0
+    return owned, valid & ~owned
 
-    masked = mask_logits(logits, member)
+
+def expert_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, member: torch.Tensor,
+                         ignore_index: int = 255) -> torch.Tensor:
+    """CE of one expert: softmax over its classes S_k (``member``), mean over the pixels labelled
+    with a class of S_k; ``logits`` (N, C, H, W) unmasked, at the size of ``targets`` (N, H, W).
+    0 (with a graph) when no pixel has a class of S_k."""
+    member = member.to(logits.device)
+    owned, _ = _owned_and_interfering(targets, member, ignore_index)
+    if not owned.any():
+        return logits.sum() * 0.0
     ce_targets = torch.where(owned, targets, torch.full_like(targets, ignore_index))
-    ce = F.cross_entropy(masked, ce_targets, ignore_index=ignore_index) if owned.any() else zero
+    return F.cross_entropy(mask_logits(logits, member), ce_targets, ignore_index=ignore_index)
 
-    own_logits = logits[:, member]  # (N, |S|, H, W)
-    if interfering.any():
-        l2 = own_logits.pow(2).mean(dim=1)[interfering].mean()
-    else:
-        l2 = zero
 
-    probs = F.softmax(own_logits, dim=1)  # over the expert's classes
+def expert_auxiliary_loss(logits: torch.Tensor, labels: torch.Tensor, member: torch.Tensor,
+                          ignore_index: int = 255) -> torch.Tensor:
+    """L2 + KL of one expert on ``logits`` z (N, C, h, w) unmasked and ``labels`` y (N, h, w) of
+    the same pixels (``labels_at`` samples them at the logits' resolution):
+
+        L2 = mean over interfering pixels i (y_i labelled, y_i not in S_k) of
+             (1 / |S_k|) sum_{c in S_k} z_{c,i}^2
+        KL = mean over images n with owned pixels (y_i in S_k) of
+             sum_{c in S_k} q_nc log(q_nc / pbar_nc),
+             q_nc = share of image n's owned pixels labelled c,
+             pbar_nc = mean over those pixels of softmax over S_k of z_i, at c
+
+    L2 drives the expert to flat, small logits where the pixel is not its business; KL matches
+    its mean prediction to the class distribution it sees. Each term is 0 (with a graph) when it
+    has no pixel.
+    """
+    member = member.to(logits.device)
+    owned, interfering = _owned_and_interfering(labels, member, ignore_index)
+    zero = logits.sum() * 0.0
+    own_logits = logits[:, member]  # (N, |S|, h, w)
+    l2 = own_logits.pow(2).mean(dim=1)[interfering].mean() if interfering.any() else zero
+
+    num_images, set_size = own_logits.shape[:2]
+    pixels = owned.flatten(1).sum(dim=1)  # (N,)
+    present_images = pixels > 0
+    if not present_images.any():
+        return l2 + zero
     index_in_set = torch.cumsum(member.long(), 0) - 1  # class id -> column of own_logits
-    kls = []
-    for i in range(logits.shape[0]):
-        pixels = owned[i]
-        if not pixels.any():
-            continue
-        q = torch.bincount(index_in_set[targets[i][pixels]], minlength=own_logits.shape[1]).to(probs)
-        q = q / q.sum()
-        p_bar = probs[i][:, pixels].mean(dim=1).clamp_min(1e-12)
-        present = q > 0
-        kls.append((q[present] * (q[present].log() - p_bar[present].log())).sum())
-    kl = torch.stack(kls).mean() if kls else zero
-    return ce, l2 + kl
+    image_of_pixel = torch.arange(num_images, device=labels.device).view(-1, 1, 1).expand_as(labels)
+    counts = torch.bincount((image_of_pixel * set_size + index_in_set[labels.clamp(0, member.numel() - 1)])[owned],
+                            minlength=num_images * set_size).view(num_images, set_size)
+    probs = F.softmax(own_logits, dim=1) * owned[:, None]
+    q = counts[present_images].to(probs) / pixels[present_images, None].to(probs)
+    p_bar = (probs.flatten(2).sum(dim=2)[present_images]
+             / pixels[present_images, None].to(probs)).clamp_min(1e-12)
+    kl_terms = torch.where(q > 0, q * (q.clamp_min(1e-12).log() - p_bar.log()), torch.zeros_like(q))
+    return l2 + kl_terms.sum(dim=1).mean()
+
+
+def labels_at(targets: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(N, h, w): the label of ``targets`` (N, H, W) at the centre of each cell of an h x w grid
+    over the image (nearest neighbour with half-pixel centres; for H = s h, the pixel s i + s // 2)."""
+    rows = ((torch.arange(size[0], device=targets.device) + 0.5) * (targets.shape[-2] / size[0])).long()
+    cols = ((torch.arange(size[1], device=targets.device) + 0.5) * (targets.shape[-1] / size[1])).long()
+    return targets.index_select(-2, rows.clamp_max(targets.shape[-2] - 1)).index_select(
+        -1, cols.clamp_max(targets.shape[-1] - 1))
 
 
 def expert_probabilities(expert_logits: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:

@@ -40,16 +40,28 @@ class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
                                               spatial=True)
         return ret
 
-    def decode(self, features):
-        """The decoder feature map that the 1x1 classifier reads (top-down, res5 -> res2)."""
-        y = None
-        for name in self.in_features[::-1]:
-            projected = self.decoder[name]["project_conv"](features[name])
-            if self.decoder[name]["fuse_conv"] is None:  # ASPP on the coarsest feature
-                y = projected
-            else:
-                y = F.interpolate(y, size=projected.shape[2:], mode="bilinear", align_corners=False)
-                y = self.decoder[name]["fuse_conv"](torch.cat([projected, y], dim=1))
+    def project(self, features):
+        """The low-level features' 1x1 projections (name -> map), the decoder's skip inputs."""
+        return {name: self.decoder[name]["project_conv"](features[name])
+                for name in self.in_features[:-1]}
+
+    def drop_projection(self):
+        """Removes the low-level projections: ``decode`` then needs ``projected`` from another
+        head's ``project`` (MEDOE's experts share the first expert's)."""
+        for name in self.in_features[:-1]:
+            del self.decoder[name]["project_conv"]
+
+    def decode(self, features, projected=None):
+        """The decoder feature map that the 1x1 classifier reads (top-down, res5 -> res2);
+        ``projected``: ``project(features)``, computed here when not given."""
+        if projected is None:
+            projected = self.project(features)
+        coarsest = self.in_features[-1]
+        y = self.decoder[coarsest]["project_conv"](features[coarsest])  # ASPP
+        for name in self.in_features[-2::-1]:
+            skip = projected[name]
+            y = F.interpolate(y, size=skip.shape[2:], mode="bilinear", align_corners=False)
+            y = self.decoder[name]["fuse_conv"](torch.cat([skip, y], dim=1))
         return y
 
     def forward(self, features, targets=None):

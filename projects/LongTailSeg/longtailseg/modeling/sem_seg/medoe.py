@@ -20,11 +20,13 @@ from ...longtail.experts import (
     ENSEMBLES,
     MOEDecisionMaker,
     argmax_confidence,
+    expert_auxiliary_loss,
     expert_class_masks,
+    expert_cross_entropy,
     expert_log_probabilities,
-    expert_losses,
     expert_probabilities,
     group_average,
+    labels_at,
     mask_logits,
     moe_losses,
     oracle_probabilities,
@@ -34,17 +36,41 @@ from ...longtail.experts import (
 logger = logging.getLogger(__name__)
 
 
+def expert_config(cfg):
+    """The config experts 2..K are built from: the head's at ``MODEL.MEDOE.EXPERT_CHANNELS``
+    channels (context module, decoder and classifier input; OCR's keys at most as many), or
+    ``cfg`` itself for 0 (the head's width)."""
+    width = cfg.MODEL.MEDOE.EXPERT_CHANNELS
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ConfigError(f"MODEL.MEDOE.EXPERT_CHANNELS={width!r}; use a whole number of channels "
+                          ">= 1 for experts 2..K, or 0 for the head's width")
+    if width == 0:
+        return cfg
+    narrow = cfg.clone()
+    narrow.defrost()
+    head = narrow.MODEL.SEM_SEG_HEAD
+    head.CONVS_DIM = width
+    head.ASPP_CHANNELS = width
+    head.OCR_KEY_CHANNELS = min(head.OCR_KEY_CHANNELS, width)
+    return narrow
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class MEDOEHead(nn.Module):
     """Multi-expert decoder (stage 1) and output ensemble (stage 2).
 
-    Each expert is a whole registered head (context module + classifier) built from the same
-    config; its contract is ``decode(features)`` -> feature map, ``classify(feature)`` ->
-    logits, ``logits_stride``. Stage 1 trains every expert on its masked labels; only expert
-    1 receives the backbone's features with their graph, the others read detached copies. With
-    ``ensemble == "MOE"`` the head is in stage 2: the experts are frozen (as every stage 2
-    freezes, see ``engine/stage2.py``) and only the decision-maker is trained. At inference the head returns class probabilities:
-    expert 1's (``"none"``), an ensemble's, or the oracle's (labels needed).
+    Each expert is a registered head (context module + classifier); its contract is
+    ``decode(features)`` -> feature map, ``classify(feature)`` -> logits, ``logits_stride``.
+    Expert 1 is the config's head at its own width; experts 2..K are the same head at
+    ``MODEL.MEDOE.EXPERT_CHANNELS``. The experts share the backbone features and, for a head
+    with ``project(features)`` / ``decode(features, projected)`` / ``drop_projection()``
+    (DeepLabV3+: the low-level features' 1x1 projections), expert 1's projection: the other
+    experts hold none. Stage 1 trains every expert on its masked labels; only expert 1 receives
+    the backbone's features (and the projection's output) with their graph, the others read
+    detached copies. With ``ensemble == "MOE"`` the head is in stage 2: the experts are frozen
+    (as every stage 2 freezes, see ``engine/stage2.py``) and only the decision-maker is trained.
+    At inference the head returns class probabilities: expert 1's (``"none"``), an ensemble's,
+    or the oracle's (labels needed).
     """
 
     @configurable
@@ -58,6 +84,16 @@ class MEDOEHead(nn.Module):
         if len(experts) != expert_masks.shape[0]:
             raise ConfigError(f"{len(experts)} experts but {expert_masks.shape[0]} class sets")
         self.experts = nn.ModuleList(experts)
+        # The first expert's projection of the backbone features serves every expert.
+        self.shares_projection = all(hasattr(e, "project") and hasattr(e, "drop_projection")
+                                     for e in experts)
+        if self.shares_projection:
+            for expert in experts[1:]:
+                expert.drop_projection()
+        logger.info("MEDOE parameters: %s%s", ", ".join(
+            f"expert {k + 1} {sum(p.numel() for p in e.parameters())}" for k, e in enumerate(experts)),
+            " (the projection of the backbone features is expert 1's, shared)"
+            if self.shares_projection else "")
         self.register_buffer("expert_masks", expert_masks.clone(), persistent=False)
         self.register_buffer("tail_classes", tail_classes.clone(), persistent=False)
         self.ignore_value = ignore_value
@@ -96,15 +132,16 @@ class MEDOEHead(nn.Module):
             raise ConfigError(f"MODEL.MEDOE.EXPERT_CLASS_GROUPS: {e}") from None
         tail = torch.zeros(num_classes, dtype=torch.bool)
         tail[list(stats.groups.get("tail", []))] = True
-        experts = [head_class(cfg, input_shape) for _ in expert_groups]
+        narrow_cfg = expert_config(cfg)
+        experts = [head_class(cfg if k == 0 else narrow_cfg, input_shape)
+                   for k in range(len(expert_groups))]
         for expert in experts:
             if not all(hasattr(expert, a) for a in ("decode", "classify", "logits_stride")):
                 raise ConfigError(f"MODEL.MEDOE.EXPERT_HEAD={medoe.EXPERT_HEAD!r} has no "
                                   "decode / classify / logits_stride; use a LongTailSeg head")
         logger.info("MEDOE experts (%s): %s", medoe.EXPERT_HEAD, ", ".join(
-            f"{k + 1}: {'+'.join(g)} ({int(m.sum())} classes, "
-            f"{sum(p.numel() for p in e.parameters())} parameters)"
-            for k, (g, m, e) in enumerate(zip(expert_groups, masks, experts))))
+            f"{k + 1}: {'+'.join(g)} ({int(m.sum())} classes)"
+            for k, (g, m) in enumerate(zip(expert_groups, masks))))
         return {
             "experts": experts,
             "expert_masks": masks,
@@ -126,12 +163,28 @@ class MEDOEHead(nn.Module):
         """Each expert's logits (unmasked) at ``size``, or at its stride x the feature size."""
         return list(self.iter_expert_logits(features, size))
 
-    def iter_expert_logits(self, features, size=None, count=None):
-        """The logits of the first ``count`` experts (default all), one at a time, so that a
-        consumer that reduces them need not hold them all."""
+    def iter_decoder_logits(self, features, count=None):
+        """(expert, its logits at its own resolution) for the first ``count`` experts (default
+        all), one at a time. Experts 2..K read detached features and projections."""
+        projected = self.experts[0].project(features) if self.shares_projection else None
+        detached = detached_projected = None
         for k, expert in enumerate(self.experts[:count]):
-            inputs = features if k == 0 else {name: f.detach() for name, f in features.items()}
-            logits = expert.classify(expert.decode(inputs))
+            if k == 0:
+                inputs, skips = features, projected
+            else:
+                if detached is None:
+                    detached = {name: f.detach() for name, f in features.items()}
+                    if projected is not None:
+                        detached_projected = {name: f.detach() for name, f in projected.items()}
+                inputs, skips = detached, detached_projected
+            decoded = expert.decode(inputs, skips) if self.shares_projection else expert.decode(inputs)
+            yield expert, expert.classify(decoded)
+
+    def iter_expert_logits(self, features, size=None, count=None):
+        """The logits of the first ``count`` experts (default all) at ``size`` (else the
+        expert's stride x its logits' size), one at a time, so that a consumer that reduces them
+        need not hold them all."""
+        for expert, logits in self.iter_decoder_logits(features, count):
             target_size = size or tuple(s * expert.logits_stride for s in logits.shape[-2:])
             yield F.interpolate(logits, size=target_size, mode="bilinear", align_corners=False)
 
@@ -147,7 +200,7 @@ class MEDOEHead(nn.Module):
                 with torch.no_grad():
                     log_probs = list(self.expert_log_probabilities(features, size))
                 return None, self.moe_losses(log_probs, targets)
-            return None, self.expert_losses(self.expert_logits(features, size), targets)
+            return None, self.expert_losses(features, targets)
         if self.oracle:
             if targets is None:
                 raise ConfigError("MODEL.MEDOE.ORACLE needs the test labels; evaluate a dataset "
@@ -171,10 +224,20 @@ class MEDOEHead(nn.Module):
             return argmax_confidence(probs)
         return group_average(probs, self.expert_masks)
 
-    def expert_losses(self, expert_logits, targets):
-        losses = {}
-        for k, (logits, mask) in enumerate(zip(expert_logits, self.expert_masks)):
-            ce, aux = expert_losses(logits, targets, mask, self.ignore_value)
+    def expert_losses(self, features, targets):
+        """Per expert: CE on its logits upsampled to the labels' size (as the CE baseline's);
+        L2 + KL on its logits at their own resolution against the labels at those pixels
+        (``labels_at``), where they cost 1 / stride^2 of the full-size terms."""
+        losses, labels = {}, {}
+        for k, ((_, logits), mask) in enumerate(zip(self.iter_decoder_logits(features),
+                                                     self.expert_masks)):
+            upsampled = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
+                                      align_corners=False)
+            ce = expert_cross_entropy(upsampled, targets, mask, self.ignore_value)
+            size = tuple(logits.shape[-2:])
+            if size not in labels:
+                labels[size] = labels_at(targets, size)
+            aux = expert_auxiliary_loss(logits, labels[size], mask, self.ignore_value)
             losses[f"loss_sem_seg_expert{k + 1}"] = ce * self.loss_weight
             losses[f"loss_aux_expert{k + 1}"] = aux * self.aux_loss_weight * self.loss_weight
         return losses
