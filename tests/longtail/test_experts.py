@@ -243,3 +243,42 @@ def test_expert_losses_is_cross_entropy_and_auxiliary_loss_at_one_resolution():
         ce, aux = E.expert_losses(logits, targets, member)
         assert torch.equal(ce, E.expert_cross_entropy(logits, targets, member))
         assert torch.equal(aux, E.expert_auxiliary_loss(logits, targets, member))
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("low, size", [((8, 8), (32, 32)), ((7, 9), (25, 36)), ((5, 6), (5, 6))])
+def test_upsampled_expert_ce_equals_ce_on_the_interpolated_logits(sparse, low, size):
+    """Without the full-size tensor (sparse bilinear weights at the owned pixels, or a dense resize
+    of the expert's classes only), the same value and gradient as upsampling all classes."""
+    generator = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 6, *low, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 6, (2, *size), generator=generator)
+    targets[torch.rand(2, *size, generator=generator) < 0.2] = 255
+    for member in paper_masks():
+        full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        expected = E.expert_cross_entropy(full, targets, member)
+        got = E.expert_cross_entropy_upsampled(logits, targets, member, sparse=sparse)
+        grad_expected, = torch.autograd.grad(expected, logits)
+        grad_got, = torch.autograd.grad(got, logits)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+        assert torch.allclose(grad_got, grad_expected, rtol=0, atol=1e-14)
+        assert grad_got[:, ~member].abs().sum() == 0  # classes outside S_k get no gradient
+
+
+def test_upsampled_expert_ce_is_zero_with_a_graph_without_owned_pixels():
+    logits = torch.randn(1, 6, 4, 4, requires_grad=True)
+    targets = torch.full((1, 16, 16), 0)  # a head class: no pixel of the tail expert
+    loss = E.expert_cross_entropy_upsampled(logits, targets, paper_masks()[2])
+    loss.backward()
+    assert loss.item() == 0 and logits.grad.abs().max() == 0
+
+
+def test_bilinear_weights_reproduce_interpolate_at_the_chosen_pixels():
+    generator = torch.Generator().manual_seed(3)
+    image = torch.randn(2, 3, 5, 7, generator=generator, dtype=torch.float64)
+    full = F.interpolate(image, size=(13, 16), mode="bilinear", align_corners=False)
+    n, y, x = torch.randint(0, 2, (40,)), torch.randint(0, 13, (40,)), torch.randint(0, 16, (40,))
+    weights = E.bilinear_weights(n, y, x, image.shape, (13, 16), torch.float64)
+    rows = image.permute(0, 2, 3, 1).reshape(-1, 3)
+    assert torch.allclose(torch.sparse.mm(weights, rows), full[n, :, y, x], atol=1e-12)
+    assert torch.allclose(torch.sparse.sum(weights, dim=1).to_dense(), torch.ones(40, dtype=torch.float64))

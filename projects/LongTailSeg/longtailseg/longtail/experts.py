@@ -12,7 +12,8 @@ silent (see projects/LongTailSeg/README.md, "MEDOE"):
   logit of S_k at "interfering" pixels (labelled with a class outside S_k), which pushes the
   expert to an unconfident, flat output there, and KL is KL(q || p_bar) per image between the
   ground-truth class distribution q over S_k and the expert's mean predicted distribution p_bar
-  over the same pixels. CE is taken on the logits upsampled to the labels; L2 and KL on the
+  over the same pixels. CE is taken on the logits upsampled to the labels (for experts 2..K
+  evaluated at the owned pixels only, ``expert_cross_entropy_upsampled``); L2 and KL on the
   logits at their own resolution against the labels at those pixels (``labels_at``; a
   deviation: the paper does not say, and at full resolution they cost more than the CE).
 * Oracle (the paper's dagger rows): each pixel takes the most specific expert (fewest classes)
@@ -28,7 +29,7 @@ Pure PyTorch: the Detectron2 head in ``modeling/sem_seg/medoe.py`` calls these f
 Expert outputs are stacked as ``(K, N, C, H, W)``; the masks are ``(K, C)`` booleans.
 """
 import math
-from typing import Iterable, Mapping, Sequence, Tuple
+from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,69 @@ def expert_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, member: to
         return logits.sum() * 0.0
     ce_targets = torch.where(owned, targets, torch.full_like(targets, ignore_index))
     return F.cross_entropy(mask_logits(logits, member), ce_targets, ignore_index=ignore_index)
+
+
+def expert_cross_entropy_upsampled(logits: torch.Tensor, targets: torch.Tensor, member: torch.Tensor,
+                                   ignore_index: int = 255, sparse: Optional[bool] = None) -> torch.Tensor:
+    """``expert_cross_entropy`` of ``logits`` (N, C, h, w) upsampled bilinearly to the size of
+    ``targets`` (N, H, W) as ``F.interpolate(..., align_corners=False)`` does, without building the
+    upsampled (N, C, H, W) tensor: only the pixels the expert owns and only its classes S_k enter
+    its loss, so the loss is computed on those |owned| x |S_k| values alone. Same value and
+    gradient up to float rounding; the cost falls with the share of pixels the expert owns (the
+    tail expert owns a few per cent of a long-tailed image).
+
+    On the CPU the interpolation is one sparse (|owned|, N h w) matrix of bilinear weights (4 per
+    row) times the logits; elsewhere (CUDA, half precision) the expert's classes are upsampled
+    densely, which still skips the classes outside S_k. ``sparse`` forces one way (None: as said)."""
+    member = member.to(logits.device)
+    owned, _ = _owned_and_interfering(targets, member, ignore_index)
+    if not owned.any():
+        return logits.sum() * 0.0
+    index_in_set = torch.cumsum(member.long(), 0) - 1  # class id -> column among S_k
+    own_logits = logits[:, member]  # (N, |S|, h, w)
+    if sparse is None:
+        sparse = logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.float64)
+    if sparse:
+        n, y, x = owned.nonzero(as_tuple=True)
+        weights = bilinear_weights(n, y, x, own_logits.shape, targets.shape[-2:], logits.dtype)
+        num_images, set_size, h, w = own_logits.shape
+        rows = own_logits.permute(0, 2, 3, 1).reshape(num_images * h * w, set_size)
+        values = torch.sparse.mm(weights, rows)  # (|owned|, |S|)
+        return F.cross_entropy(values, index_in_set[targets[n, y, x]])
+    upsampled = F.interpolate(own_logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    set_targets = torch.where(owned, index_in_set[targets.clamp(0, member.numel() - 1)],
+                              torch.full_like(targets, ignore_index))
+    return F.cross_entropy(upsampled, set_targets, ignore_index=ignore_index)
+
+
+def _source_pixels(dst: torch.Tensor, in_size: int, out_size: int, dtype: torch.dtype):
+    """The two source pixels and their weights of output pixels ``dst`` in a bilinear resize of
+    ``in_size`` to ``out_size`` with half-pixel centres (align_corners=False): source position
+    (dst + 0.5) * in / out - 0.5, clamped at 0; the upper neighbour clamped at the border."""
+    src = ((dst.to(dtype) + 0.5) * (in_size / out_size) - 0.5).clamp_min(0)
+    low = src.long()  # floor: src >= 0
+    high = (low + 1).clamp_max(in_size - 1)
+    frac = src - low
+    return low, high, 1.0 - frac, frac
+
+
+def bilinear_weights(n: torch.Tensor, y: torch.Tensor, x: torch.Tensor, shape: Sequence[int],
+                     size: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sparse (P, N h w) matrix of ``dtype`` whose row p holds the bilinear weights that F.interpolate
+    (align_corners=False) gives the (N, ., h, w) input's pixels at output pixel (n_p, y_p, x_p)
+    of an output of ``size``; input pixels are numbered (n h + row) w + column."""
+    _, _, h, w = shape
+    y0, y1, wy0, wy1 = _source_pixels(y, h, size[0], dtype)
+    x0, x1, wx0, wx1 = _source_pixels(x, w, size[1], dtype)
+    top, bottom = (n * h + y0) * w, (n * h + y1) * w
+    columns = torch.stack([top + x0, top + x1, bottom + x0, bottom + x1], dim=1).flatten()
+    values = torch.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], dim=1).flatten()
+    rows = torch.arange(n.numel(), device=n.device).repeat_interleave(4)
+    # The indices are in range by construction; the context only turns off torch's warning
+    # that invariant checks are off by default.
+    with torch.sparse.check_sparse_tensor_invariants(False):
+        return torch.sparse_coo_tensor(torch.stack([rows, columns]), values,
+                                       (n.numel(), shape[0] * h * w)).coalesce()
 
 
 def expert_auxiliary_loss(logits: torch.Tensor, labels: torch.Tensor, member: torch.Tensor,

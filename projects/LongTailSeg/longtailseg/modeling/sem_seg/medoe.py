@@ -23,6 +23,7 @@ from ...longtail.experts import (
     expert_auxiliary_loss,
     expert_class_masks,
     expert_cross_entropy,
+    expert_cross_entropy_upsampled,
     expert_log_probabilities,
     expert_probabilities,
     group_average,
@@ -225,15 +226,19 @@ class MEDOEHead(nn.Module):
         return group_average(probs, self.expert_masks)
 
     def expert_losses(self, features, targets):
-        """Per expert: CE on its logits upsampled to the labels' size (as the CE baseline's);
+        """Per expert: CE on its logits upsampled to the labels' size (as the CE baseline's;
+        experts 2..K without the full-size tensor, ``expert_cross_entropy_upsampled``);
         L2 + KL on its logits at their own resolution against the labels at those pixels
         (``labels_at``), where they cost 1 / stride^2 of the full-size terms."""
         losses, labels = {}, {}
         for k, ((_, logits), mask) in enumerate(zip(self.iter_decoder_logits(features),
                                                      self.expert_masks)):
-            upsampled = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
-                                      align_corners=False)
-            ce = expert_cross_entropy(upsampled, targets, mask, self.ignore_value)
+            if bool(mask.all()):  # expert 1: the CE baseline's loss, computed as it is
+                upsampled = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear",
+                                          align_corners=False)
+                ce = expert_cross_entropy(upsampled, targets, mask, self.ignore_value)
+            else:
+                ce = expert_cross_entropy_upsampled(logits, targets, mask, self.ignore_value)
             size = tuple(logits.shape[-2:])
             if size not in labels:
                 labels[size] = labels_at(targets, size)
