@@ -30,6 +30,7 @@ from longtailseg.engine.launch import ddp_arguments
 from longtailseg.errors import ConfigError, LongTailSegError, one_line
 from longtailseg.evaluation import build_evaluator
 from longtailseg.io import write_text_atomically
+from longtailseg.modeling.config_checks import check_model_config
 
 import detectron2.utils.comm as comm
 from detectron2.config import get_cfg
@@ -194,6 +195,7 @@ def setup(args):
     reused, see ``resolve_class_stats``) before it is frozen; OUTPUT_DIR/config.yaml holds the
     resolved path."""
     cfg = load_config(args, freeze=False)
+    check_model_config(cfg)  # before any data is read
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
     model_zoo.ensure_weights_available(cfg, resuming=args.resume)  # offline: names the file to fetch

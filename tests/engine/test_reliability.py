@@ -254,6 +254,7 @@ def test_negative_blv_sigma_names_the_key(datasets_root, tmp_path):
     proc = _train("MODEL.LONG_TAIL.BLV.ENABLED", "True", "MODEL.LONG_TAIL.BLV.SIGMA", -1.0,
                   "SOLVER.MAX_ITER", 1, "OUTPUT_DIR", tmp_path / "out", datasets_root=datasets_root)
     _one_line_error(proc, "MODEL.LONG_TAIL.BLV.SIGMA")
+    assert not (tmp_path / "out" / "class_stats.json").exists()  # refused before any label was counted
 
 
 def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
@@ -310,3 +311,13 @@ def test_outputs_are_readable_by_others(trained_baseline):
                  trained_baseline / "last_checkpoint", trained_baseline / "config.yaml",
                  trained_baseline / "inference/synthetic_ade_sem_seg_val/sem_seg_results.json"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+@pytest.mark.parametrize("key, value", [("MODEL.MEDOE.EXPERT_CHANNELS", -8),
+                                        ("MODEL.MEDOE.ENSEMBLE", "vote")])
+def test_wrong_medoe_value_stops_the_run_before_any_label_is_counted(key, value, datasets_root, tmp_path):
+    out = tmp_path / "out"
+    proc = _train(key, value, "SOLVER.MAX_ITER", 1, "OUTPUT_DIR", out,
+                  config="configs/synthetic/medoe_deeplab.yaml", datasets_root=datasets_root)
+    _one_line_error(proc, key)
+    assert not (out / "class_stats.json").exists()  # refused before the statistics were counted

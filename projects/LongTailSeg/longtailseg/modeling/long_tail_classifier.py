@@ -18,6 +18,7 @@ from detectron2.config import configurable
 
 from ..data.class_counting import class_stats_from_config, long_tail_needs_class_counts
 from ..errors import ClassStatsError, ConfigError
+from .config_checks import check_blv_sigma
 from ..longtail.calibration import DisAlignCalibration, generalized_reweighting
 from ..longtail.losses import build_loss, loss_needs_class_counts, loss_options
 from ..longtail.variation import LogitVariation
@@ -120,9 +121,7 @@ class LongTailClassifier(nn.Module):
             loss.check_num_classes(num_classes + 1 if background_column else num_classes)
         except ValueError as e:
             raise ConfigError(f"MODEL.LONG_TAIL.LOSS ({name}): {e}") from None
-        if long_tail.BLV.ENABLED and long_tail.BLV.SIGMA < 0:
-            raise ConfigError(f"MODEL.LONG_TAIL.BLV.SIGMA is {long_tail.BLV.SIGMA}; BLV's sigma must "
-                              "be >= 0 (the authors use 4.0)")
+        check_blv_sigma(long_tail)
         return {
             "num_classes": num_classes,
             "feature_channels": feature_channels,

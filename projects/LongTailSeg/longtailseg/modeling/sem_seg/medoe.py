@@ -16,8 +16,8 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ...data.class_counting import class_stats_from_config
 from ...errors import ConfigError
+from ..config_checks import check_ensemble, check_expert_channels
 from ...longtail.experts import (
-    ENSEMBLES,
     MOEDecisionMaker,
     argmax_confidence,
     expert_auxiliary_loss,
@@ -41,9 +41,7 @@ def expert_config(cfg):
     channels (context module, decoder and classifier input; OCR's keys at most as many), or
     ``cfg`` itself for 0 (the head's width)."""
     width = cfg.MODEL.MEDOE.EXPERT_CHANNELS
-    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
-        raise ConfigError(f"MODEL.MEDOE.EXPERT_CHANNELS={width!r}; use a whole number of channels "
-                          ">= 1 for experts 2..K, or 0 for the head's width")
+    check_expert_channels(width)
     if width == 0:
         return cfg
     narrow = cfg.clone()
@@ -79,8 +77,7 @@ class MEDOEHead(nn.Module):
                  ensemble: str = "none", softmax_threshold: float = 0.3,
                  tail_penalty_weight: float = 0.1, oracle: bool = False, loss_weight: float = 1.0):
         super().__init__()
-        if ensemble not in ENSEMBLES:
-            raise ConfigError(f"MODEL.MEDOE.ENSEMBLE={ensemble!r}; use one of {list(ENSEMBLES)}")
+        check_ensemble(ensemble)
         if len(experts) != expert_masks.shape[0]:
             raise ConfigError(f"{len(experts)} experts but {expert_masks.shape[0]} class sets")
         self.experts = nn.ModuleList(experts)
