@@ -43,6 +43,27 @@ def random_batch(n=2, size=32, seed=0, num_classes=19):
              "height": size, "width": size} for _ in range(n)]
 
 
+def instance_batch(n=2, size=32, seed=0, num_classes=19):
+    """Mask R-CNN training inputs: random images with three rectangles each (boxes and box-shaped
+    masks), classes drawn from all ``num_classes`` categories."""
+    import torch
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for _ in range(n):
+        corners = torch.randint(0, size - 12, (3, 2), generator=g)
+        boxes = torch.cat([corners, corners + torch.randint(6, 12, (3, 2), generator=g)], 1)
+        masks = torch.zeros(3, size, size, dtype=torch.bool)
+        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+            masks[i, y0:y1, x0:x1] = True
+        instances = Instances((size, size), gt_boxes=Boxes(boxes.float()), gt_masks=BitMasks(masks),
+                              gt_classes=torch.randint(0, num_classes, (3,), generator=g))
+        batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
+                      "instances": instances, "height": size, "width": size})
+    return batch
+
+
 @pytest.fixture(scope="session")
 def datasets_root(tmp_path_factory):
     """A DETECTRON2_DATASETS folder holding ``synthetic/`` (registered in this process too)."""

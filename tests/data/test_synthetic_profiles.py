@@ -26,20 +26,22 @@ TINY_ADE = dict(num_train=40, num_val=32, size=32, progress=False)
 TINY_LVIS = dict(num_train=344, num_val=344, size=32, progress=False)
 
 
+def _generated(tmp_path_factory, profile, sizes):
+    """(root, summary) of a tiny ``profile`` set, generated and registered."""
+    root = tmp_path_factory.mktemp("datasets") / f"synthetic_{profile}_profile"
+    summary = generate_profile(str(root), profile, seed=0, **sizes)
+    register_synthetic_datasets(str(root), profile=profile)
+    return root, summary
+
+
 @pytest.fixture(scope="module")
 def ade_profile(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets") / "synthetic_ade20k_profile"
-    summary = generate_profile(str(root), "ade20k", seed=0, **TINY_ADE)
-    register_synthetic_datasets(str(root), profile="ade20k")
-    return root, summary
+    return _generated(tmp_path_factory, "ade20k", TINY_ADE)
 
 
 @pytest.fixture(scope="module")
 def lvis_profile(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets") / "synthetic_lvis_v1_profile"
-    summary = generate_profile(str(root), "lvis_v1", seed=0, **TINY_LVIS)
-    register_synthetic_datasets(str(root), profile="lvis_v1")
-    return root, summary
+    return _generated(tmp_path_factory, "lvis_v1", TINY_LVIS)
 
 
 def _train_labels(root):

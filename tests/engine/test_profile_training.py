@@ -7,9 +7,8 @@ import longtailseg  # noqa: F401  (registers the LongTailSeg components)
 import pytest
 import torch
 
-from conftest import random_batch, tiny_cfg
+from conftest import instance_batch, random_batch, tiny_cfg
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from longtailseg.data import register_synthetic_datasets
 from longtailseg.data.synthetic.generator import generate_profile
@@ -29,23 +28,6 @@ def profile_sets(tmp_path_factory):
     register_synthetic_datasets(str(root / "ade"), profile="ade20k")
     register_synthetic_datasets(str(root / "lvis"), profile="lvis_v1")
     return root
-
-
-def instance_batch(n=2, size=32, seed=0, num_classes=1203):
-    """Mask R-CNN inputs: random images, three boxes each, classes spread over all categories."""
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for _ in range(n):
-        corners = torch.randint(0, size - 12, (3, 2), generator=g)
-        boxes = torch.cat([corners, corners + torch.randint(6, 12, (3, 2), generator=g)], 1)
-        masks = torch.zeros(3, size, size, dtype=torch.bool)
-        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-            masks[i, y0:y1, x0:x1] = True
-        instances = Instances((size, size), gt_boxes=Boxes(boxes.float()), gt_masks=BitMasks(masks),
-                              gt_classes=torch.randint(0, num_classes, (3,), generator=g))
-        batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
-                      "instances": instances, "height": size, "width": size})
-    return batch
 
 
 def _train_steps(cfg, batches):
@@ -98,7 +80,7 @@ def test_every_semantic_method_trains_at_150_classes(config, profile_sets, tmp_p
 def test_every_roi_head_method_trains_at_1203_categories(config, opts, profile_sets, tmp_path):
     cfg = tiny_cfg(LVIS + config + ".yaml", tmp_path, "MODEL.WEIGHTS", "", *opts)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1203
-    batches = [instance_batch(seed=s) for s in range(STEPS)]
+    batches = [instance_batch(seed=s, num_classes=1203) for s in range(STEPS)]
     history = _train_steps(cfg, batches)
     _assert_finite(history)
     assert history[0]["loss_cls"] > 0

@@ -5,7 +5,7 @@ DisAlign stage 2, on a tiny Mask R-CNN built from the synthetic config."""
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import instance_batch, tiny_cfg
 from longtailseg.engine.checkpoint import LongTailCheckpointer
 from longtailseg.engine.stage2 import prepare_stage2_model
 from longtailseg.errors import ClassStatsError, ConfigError
@@ -19,7 +19,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 K = 19
@@ -42,23 +41,6 @@ def _predictor(num_classes=4, channels=16, cosine_scale=None, **long_tail_option
     return LongTailFastRCNNOutputLayers(
         ShapeSpec(channels=channels), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
         num_classes=num_classes, cosine_scale=cosine_scale, long_tail=long_tail)
-
-
-def instance_batch(n=2, size=32, seed=0, num_classes=K):
-    """Mask R-CNN training inputs: random images with three rectangles each."""
-    g = torch.Generator().manual_seed(seed)
-    batch = []
-    for _ in range(n):
-        corners = torch.randint(0, size - 12, (3, 2), generator=g)
-        boxes = torch.cat([corners, corners + torch.randint(6, 12, (3, 2), generator=g)], 1)
-        masks = torch.zeros(3, size, size, dtype=torch.bool)
-        for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-            masks[i, y0:y1, x0:x1] = True
-        instances = Instances((size, size), gt_boxes=Boxes(boxes.float()), gt_masks=BitMasks(masks),
-                              gt_classes=torch.randint(0, num_classes, (3,), generator=g))
-        batch.append({"image": torch.randint(0, 255, (3, size, size), generator=g).float(),
-                      "instances": instances, "height": size, "width": size})
-    return batch
 
 
 def _train(model, steps, lr=1e-3, seed=0):
