@@ -247,34 +247,77 @@ def test_stage2_starts_at_stage1_and_changes_only_the_calibration(cosine, tmp_pa
         assert "roi_heads.box_predictor.cls_score.scale" in before  # the stage-1 scale is frozen
 
 
-def test_stage2_skips_the_frozen_mask_branch_and_keeps_the_calibration_gradients(datasets_root, tmp_path):
+def test_stage2_runs_no_branch_whose_loss_trains_nothing(datasets_root, tmp_path):
+    """DisAlign's stage 2 trains the calibration only: the RPN loss (and its anchor matching),
+    the box regression and the mask branch are left out. Each comes back when one of its
+    parameters is made trainable, and its loss then has no gradient for the calibration."""
     torch.manual_seed(0)
     model = prepare_stage2_model(build_model(_cfg(tmp_path, *DISALIGN)))
     model.train()
     calibration = [p for p in model.parameters() if p.requires_grad]
-    calls = []
-    model.roi_heads.mask_head.register_forward_hook(lambda *_: calls.append(1))
+    branches = {"loss_mask": model.roi_heads.mask_head,
+                "loss_box_reg": model.roi_heads.box_predictor.bbox_pred,
+                "loss_rpn_cls": model.proposal_generator.rpn_head}
+    calls = {name: [] for name in branches}
+    for name, module in branches.items():
+        module.register_forward_hook(lambda *_, name=name: calls[name].append(1))
+    rpn = model.proposal_generator
+    anchor_matching = []
+    matcher = rpn.anchor_matcher
+    rpn.anchor_matcher = lambda *a: anchor_matching.append(1) or matcher(*a)
 
     def step():
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(1)  # the same proposal sampling both times
+        for called in (*calls.values(), anchor_matching):
+            called.clear()
         with EventStorage(0):
-            losses = model(instance_batch(seed=3))
-        sum(losses.values()).backward()
-        return losses, [p.grad.clone() for p in calibration]
+            return model(instance_batch(seed=3))
 
-    losses, grads = step()
-    assert "loss_mask" not in losses and {"loss_cls", "loss_box_reg"} <= set(losses)
-    assert calls == []
-    # With one mask-head parameter trainable the branch runs again; the calibration's
-    # gradients are the same, since the mask loss never reached them.
-    next(model.roi_heads.mask_head.parameters()).requires_grad_(True)
-    losses_with_mask, grads_with_mask = step()
-    assert "loss_mask" in losses_with_mask and calls
-    for a, b in zip(grads, grads_with_mask):
-        assert torch.equal(a, b)
-    # Stage 1 (everything trainable) keeps its mask loss.
+    losses = step()
+    assert set(losses) == {"loss_cls"}
+    assert calls == {"loss_mask": [], "loss_box_reg": [], "loss_rpn_cls": [1]}  # RPN head: proposals
+    assert anchor_matching == []
+    assert all(g is not None for g in torch.autograd.grad(losses["loss_cls"], calibration))
+    for name, module in branches.items():
+        next(module.parameters()).requires_grad_(True)
+        losses_with_branch = step()
+        assert name in losses_with_branch and calls[name]
+        assert bool(anchor_matching) == (name == "loss_rpn_cls")
+        branch_losses = set(losses_with_branch) - set(losses)
+        assert branch_losses == ({"loss_rpn_cls", "loss_rpn_loc"} if name == "loss_rpn_cls" else {name})
+        branch_loss = sum(losses_with_branch[k] for k in branch_losses)
+        assert torch.autograd.grad(branch_loss, calibration, allow_unused=True) == (None,) * len(calibration)
+        next(module.parameters()).requires_grad_(False)
+    # Stage 1 (everything trainable) keeps every loss.
     stage1 = build_model(_cfg(tmp_path))
     stage1.train()
     with EventStorage(0):
-        assert "loss_mask" in stage1(instance_batch(seed=3))
+        assert set(stage1(instance_batch(seed=3))) == {
+            "loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc"}
+
+
+def test_long_tail_rpn_is_detectron2s_rpn_when_it_trains(tmp_path):
+    """Same parameters, proposals and losses as Detectron2's RPN in a stage-1 step."""
+    results = []
+    for name in ("RPN", "LongTailRPN"):
+        torch.manual_seed(0)
+        model = build_model(_cfg(tmp_path, "MODEL.PROPOSAL_GENERATOR.NAME", name))
+        model.train()
+        torch.manual_seed(1)
+        with EventStorage(0):
+            losses = model(instance_batch(seed=3))
+        results.append((model.state_dict(), losses))
+    (weights, losses), (weights_lt, losses_lt) = results
+    assert type(model.proposal_generator).__name__ == "LongTailRPN"
+    assert weights.keys() == weights_lt.keys()
+    assert all(torch.equal(weights[k], weights_lt[k]) for k in weights)
+    assert losses.keys() == losses_lt.keys() and {"loss_rpn_cls", "loss_rpn_loc"} <= set(losses)
+    assert all(torch.equal(losses[k], losses_lt[k]) for k in losses)
+
+
+def test_stage2_keeps_the_box_deltas_when_other_branches_train_on_predicted_boxes(tmp_path):
+    model = prepare_stage2_model(build_model(_cfg(tmp_path, *DISALIGN,
+                                                  "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "True")))
+    model.train()
+    with EventStorage(0):
+        losses = model(instance_batch(seed=3))
+    assert set(losses) == {"loss_cls", "loss_box_reg"}

@@ -27,6 +27,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_classification_stats
 
 from ...longtail.cosine import CosineClassifier
+from ..frozen_branches import loss_can_train
 from ..long_tail_classifier import LongTailClassifier
 
 
@@ -39,7 +40,13 @@ class LongTailFastRCNNOutputLayers(FastRCNNOutputLayers):
             cosine classifier over all K + 1 outputs.
         long_tail: the :class:`LongTailClassifier` of the K foreground classes (background
             column last); default plain CE.
+
+    In training, the box deltas and their loss are left out when they can train nothing (the
+    regression layer frozen and its input without gradient, as in DisAlign's stage 2), unless
+    ``needs_box_deltas`` (the ROI heads then train other branches on the predicted boxes).
     """
+
+    needs_box_deltas = False
 
     @configurable
     def __init__(self, input_shape, *, cosine_scale=None, long_tail=None, **kwargs):
@@ -61,19 +68,29 @@ class LongTailFastRCNNOutputLayers(FastRCNNOutputLayers):
         return ret
 
     def forward(self, x):
-        """Scores (R, K + 1), foreground calibrated if DisAlign is on, and box deltas."""
+        """Scores (R, K + 1), foreground calibrated if DisAlign is on, and box deltas (None
+        in training when their loss can train nothing)."""
         if x.dim() > 2:
             x = torch.flatten(x, start_dim=1)
         scores = self.long_tail.calibrate(self.cls_score(x), x)
+        if self.training and not self.needs_box_deltas and not loss_can_train([self.bbox_pred], [x]):
+            return scores, None
         return scores, self.bbox_pred(x)
 
     def losses(self, predictions, proposals):
-        """The long-tail classification loss and Detectron2's box regression loss, each times
-        its ``loss_weight``; classification accuracy is logged as Detectron2 logs it."""
+        """The long-tail classification loss and Detectron2's box regression loss (none
+        without box deltas), each times its ``loss_weight``; classification accuracy is logged as
+        Detectron2 logs it."""
         scores, proposal_deltas = predictions
         gt_classes = (cat([p.gt_classes for p in proposals], dim=0) if len(proposals)
                       else torch.empty(0, dtype=torch.long, device=scores.device))
         _log_classification_stats(scores, gt_classes)
+        losses = {"loss_cls": self.long_tail.loss(scores, gt_classes)}
+        if proposal_deltas is not None:
+            losses["loss_box_reg"] = self._box_regression_loss(proposals, proposal_deltas, gt_classes)
+        return {name: value * self.loss_weight.get(name, 1.0) for name, value in losses.items()}
+
+    def _box_regression_loss(self, proposals, proposal_deltas, gt_classes):
         if len(proposals):
             proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
             # Images without ground truth have only background proposals, whose regression
@@ -82,18 +99,7 @@ class LongTailFastRCNNOutputLayers(FastRCNNOutputLayers):
                             for p in proposals], dim=0)
         else:
             proposal_boxes = gt_boxes = torch.empty((0, 4), device=proposal_deltas.device)
-        losses = {
-            "loss_cls": self.long_tail.loss(scores, gt_classes),
-            "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes),
-        }
-        return {name: value * self.loss_weight.get(name, 1.0) for name, value in losses.items()}
-
-
-def _loss_can_train(head, features, in_features):
-    """Whether a branch's loss reaches a trainable parameter: one of its head's, or one before
-    its input features (those then carry a gradient)."""
-    return (any(p.requires_grad for p in head.parameters())
-            or any(features[name].requires_grad for name in in_features))
+        return self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -103,8 +109,15 @@ class LongTailStandardROIHeads(StandardROIHeads):
 
     In training, a mask or keypoint branch whose loss can change no trainable parameter (its
     head frozen and its features without gradient, as in DisAlign's stage 2) is not run: its
-    loss is left out instead of being computed for nothing. Inference runs every branch.
+    loss is left out instead of being computed for nothing; so is the box regression (see the
+    box predictor). Inference runs every branch.
     """
+
+    @configurable
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Boxes predicted in training feed the other branches; then the deltas are always needed.
+        self.box_predictor.needs_box_deltas = self.train_on_pred_boxes
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
@@ -114,13 +127,13 @@ class LongTailStandardROIHeads(StandardROIHeads):
         return parts
 
     def _forward_mask(self, features, instances):
-        if self.training and self.mask_on and not _loss_can_train(self.mask_head, features,
-                                                                  self.mask_in_features):
+        if self.training and self.mask_on and not loss_can_train(
+                [self.mask_head], [features[name] for name in self.mask_in_features]):
             return {}
         return super()._forward_mask(features, instances)
 
     def _forward_keypoint(self, features, instances):
-        if self.training and self.keypoint_on and not _loss_can_train(self.keypoint_head, features,
-                                                                      self.keypoint_in_features):
+        if self.training and self.keypoint_on and not loss_can_train(
+                [self.keypoint_head], [features[name] for name in self.keypoint_in_features]):
             return {}
         return super()._forward_keypoint(features, instances)
