@@ -89,6 +89,21 @@ def test_training_benchmark_times_variants_in_order_and_writes_json(tmp_path):
     assert "| blv_deeplab" in proc.stdout and "round-robin" in proc.stdout
 
 
+def test_training_benchmark_adds_the_backbone_forward_row(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_tool("benchmark_training.py", "--config-file", "configs/synthetic/mask_rcnn_baseline.yaml",
+                    "--config-file", "configs/synthetic/mask_rcnn_disalign.yaml", "--backbone-forward",
+                    "--size", 32, "--iters", 2, "--json", out)
+    results = json.loads(out.read_text())
+    assert [r["name"] for r in results] == ["mask_rcnn_baseline", "mask_rcnn_disalign",
+                                            "mask_rcnn_baseline backbone forward"]
+    stage1, stage2, backbone = results
+    assert 0 < stage2["trainable_params"] < stage1["trainable_params"]
+    assert backbone["trainable_params"] == 0 and 0 < backbone["params"] < stage1["params"]
+    assert backbone["median_s"] > 0 and backbone["ratio"] == backbone["median_s"] / stage1["median_s"]
+    assert "mask_rcnn_baseline backbone forward: mask_rcnn_baseline's backbone alone" in proc.stdout
+
+
 def test_training_benchmark_names_a_bad_override():
     proc = run_tool("benchmark_training.py", "--config-file", "configs/synthetic/deeplab_v3_plus.yaml",
                     "MODEL.NO_SUCH_KEY", 1, check=False)

@@ -29,7 +29,9 @@ variant once on that round's batch), so that a shared machine's drift falls on a
 alike. The table gives the median seconds per step, its ratio to the first variant, and the
 peak memory of the variant's steps: CUDA's peak allocated memory on a GPU, else the process's
 peak resident memory during the variant's steps (which includes every model built and the
-runtime). Images are squares of --size pixels (default: the config's training crop or largest
+runtime). --backbone-forward adds a row: the first variant's backbone alone, forward without
+gradient on the same batches, the floor of any step that computes its features (a second stage
+with a frozen backbone cannot cost less). Images are squares of --size pixels (default: the config's training crop or largest
 training size; its test size with --inference). Runs on CPU when CUDA is absent, even if the
 config names a GPU device.
 """
@@ -54,7 +56,7 @@ from longtailseg.longtail import class_stats as cs
 
 from detectron2.modeling import build_model
 from detectron2.solver import build_optimizer
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -81,8 +83,13 @@ def parse_args(argv=None):
     parser.add_argument("--iters", type=int, default=15, help="timed steps per variant (default 15)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batches")
+    parser.add_argument("--backbone-forward", action="store_true",
+                        help="also time the first variant's backbone alone (forward without gradient, "
+                             "on the same batches): the least a step that computes features can cost, "
+                             "e.g. a second stage whose backbone is frozen")
     parser.add_argument("--json", default=None, metavar="FILE",
-                        help='write [{"name", "median_s", "ratio", "peak_mem_mb", ...}] in variant order')
+                        help='write [{"name", "median_s", "ratio", "peak_mem_mb", ...}] in variant order '
+                             "(the backbone-forward row last)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides for every variant, after all --options")
     args = parser.parse_args(argv)
@@ -239,6 +246,26 @@ def make_step(model, optimizer, batches, device):
     return step
 
 
+def make_backbone_forward(model, batches, device):
+    """One call = the backbone's forward without gradient on the next batch, its images
+    normalised and padded as the model's own forward does (``SemanticSegmentor`` and
+    ``GeneralizedRCNN`` alike)."""
+    state = {"i": 0}
+    cuda = device.startswith("cuda")
+
+    def step():
+        inputs = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        with torch.no_grad():
+            images = [(x["image"].to(model.pixel_mean.device) - model.pixel_mean) / model.pixel_std
+                      for x in inputs]
+            model.backbone(ImageList.from_tensors(images, model.backbone.size_divisibility).tensor)
+        if cuda:
+            torch.cuda.synchronize()
+
+    return step
+
+
 class PeakMemory:
     """Per variant, the largest peak over its steps: CUDA's max allocated bytes when the models
     run on a GPU, else the process's resident-set high-water mark, reset before each step where
@@ -294,6 +321,7 @@ def main(argv=None):
         device = devices.pop()
         batch = args.batch or (1 if args.inference else 2)
         steps, sizes, params, notes = {}, {}, {}, {}
+        backbone_name = None
         generators, batch_sets = {}, {}
         for name, (cfg, variant_notes) in zip(tqdm(names, desc="building models"), loaded):
             try:
@@ -312,6 +340,12 @@ def main(argv=None):
             sizes[name] = size
             params[name] = (total_params, sum(p.numel() for p in model.parameters() if p.requires_grad))
             notes[name] = variant_notes
+            if args.backbone_forward and name == names[0]:
+                backbone_name = f"{name} backbone forward"
+                backbone = (make_backbone_forward(model, batch_sets[key], device), size,
+                            (sum(p.numel() for p in model.backbone.parameters()), 0))
+        if backbone_name:  # timed last in each round, after the variants
+            steps[backbone_name], sizes[backbone_name], params[backbone_name] = backbone
 
         memory = PeakMemory(device.startswith("cuda"))
         total = len(steps) * (args.warmup + args.iters)
@@ -322,7 +356,7 @@ def main(argv=None):
 
     rows, results = [], []
     reference = statistics.median(times[names[0]])
-    for name in names:
+    for name in names + ([backbone_name] if backbone_name else []):
         median = statistics.median(times[name])
         peak_mb = memory.peaks[name] / 2**20
         total_params, trainable = params[name]
@@ -330,7 +364,7 @@ def main(argv=None):
                         "peak_mem_mb": peak_mb, "size": sizes[name], "batch": batch,
                         "params": total_params, "trainable_params": trainable})
         rows.append([name, f"{median:.3f}", f"{median / reference:.2f}", f"{peak_mb:.0f}",
-                     count_text(total_params), count_text(trainable)])
+                     count_text(total_params), "-" if name == backbone_name else count_text(trainable)])
     what = ("inference (eval mode, no gradient)" if args.inference
             else "training step (forward + backward + optimizer)")
     shown_sizes = sorted(set(sizes.values()))
@@ -344,6 +378,9 @@ def main(argv=None):
         for note in notes[name]:
             if note not in common:
                 print(f"  {name}: {note}")
+    if backbone_name:
+        print(f"  {backbone_name}: {names[0]}'s backbone alone, forward without gradient (parameters: the "
+              "backbone's)")
     print(memory.description())
     print(tabulate(rows, headers=["variant", "s/step", f"vs {names[0]}", "peak MiB", "parameters",
                                   "trainable"], tablefmt="pipe", disable_numparse=True))
