@@ -322,7 +322,7 @@ def main(argv=None):
         batch = args.batch or (1 if args.inference else 2)
         steps, sizes, params, notes = {}, {}, {}, {}
         backbone_name = None
-        generators, batch_sets = {}, {}
+        batch_sets = {}
         for name, (cfg, variant_notes) in zip(tqdm(names, desc="building models"), loaded):
             try:
                 model, optimizer, total_params = build_variant(cfg, args.inference, args.seed)
