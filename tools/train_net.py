@@ -80,8 +80,10 @@ class Trainer(DefaultTrainer):
             vars(self.scheduler).update(schedule)
             self._resume_data_stream()
         elif stage2.is_stage2(self.cfg):
+            # The checkpointer's model: under DDP self.model is the wrapper, whose names
+            # start with "module." while the load reports the unwrapped names.
             check_complete_load(self.checkpointer, self.cfg.MODEL.WEIGHTS,
-                                stage2.stage2_trainable_prefixes(self.model))
+                                stage2.stage2_trainable_prefixes(self.checkpointer.model))
 
     def state_dict(self):
         # The optimizer's state (momentum) too: v0.6's DefaultTrainer saves only the iteration and

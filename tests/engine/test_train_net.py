@@ -65,6 +65,18 @@ def test_two_process_training_on_cpu(datasets_root, tmp_path):
     assert "mIoU-tail" in _results(tmp_path)
 
 
+def test_two_process_second_stage_starts_from_the_stage1_weights(trained, datasets_root, tmp_path):
+    """Under DDP the model is wrapped (its parameter names gain ``module.``): the new stage-2
+    parameters must still be recognised as the only ones the stage-1 file lacks."""
+    proc = run_tool("train_net.py", "--config-file", "configs/synthetic/disalign_deeplab.yaml", "--num-gpus", 2,
+                    "--dist-url", "auto", *TINY_TRAINING, "SOLVER.MAX_ITER", 2,
+                    "MODEL.WEIGHTS", trained / "model_final.pth", "OUTPUT_DIR", tmp_path,
+                    datasets_root=datasets_root, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "World size: 2" in proc.stdout + proc.stderr
+    assert (tmp_path / "model_final.pth").is_file() and "mIoU-tail" in _results(tmp_path)
+
+
 def _one_line_error(proc):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
