@@ -31,8 +31,8 @@ peak memory of the variant's steps: CUDA's peak allocated memory on a GPU, else 
 peak resident memory during the variant's steps (which includes every model built and the
 runtime). --backbone-forward adds a row: the first variant's backbone alone, forward without
 gradient on the same batches, the floor of any step that computes its features (a second stage
-with a frozen backbone cannot cost less). Images are squares of --size pixels (default: the config's training crop or largest
-training size; its test size with --inference). Runs on CPU when CUDA is absent, even if the
+with a frozen backbone cannot cost less). Images are squares of --size pixels (default: the
+config's training crop or largest training size; its test size with --inference). Runs on CPU when CUDA is absent, even if the
 config names a GPU device.
 """
 import argparse
