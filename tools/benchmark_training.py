@@ -224,14 +224,24 @@ def random_instances(size, classes, generator):
     return instances
 
 
-def make_step(model, optimizer, batches, device):
-    """One call = one step on the next batch (cycling); synchronises a GPU before returning."""
+def cycling_step(batches, device, run):
+    """One call = ``run(inputs)`` on the next batch (cycling); synchronises a GPU before returning."""
     state = {"i": 0}
     cuda = device.startswith("cuda")
 
     def step():
-        inputs = batches[state["i"] % len(batches)]
+        run(batches[state["i"] % len(batches)])
         state["i"] += 1
+        if cuda:
+            torch.cuda.synchronize()
+
+    return step
+
+
+def make_step(model, optimizer, batches, device):
+    """A training step (forward, backward, optimizer), or inference without gradient when there
+    is no optimizer."""
+    def run(inputs):
         if optimizer is None:
             with torch.no_grad():
                 model(inputs)
@@ -240,30 +250,20 @@ def make_step(model, optimizer, batches, device):
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizer.step()
-        if cuda:
-            torch.cuda.synchronize()
 
-    return step
+    return cycling_step(batches, device, run)
 
 
 def make_backbone_forward(model, batches, device):
-    """One call = the backbone's forward without gradient on the next batch, its images
-    normalised and padded as the model's own forward does (``SemanticSegmentor`` and
-    ``GeneralizedRCNN`` alike)."""
-    state = {"i": 0}
-    cuda = device.startswith("cuda")
+    """The backbone's forward without gradient, its images normalised and padded as the model's
+    own forward does (``SemanticSegmentor`` and ``GeneralizedRCNN`` alike)."""
+    @torch.no_grad()
+    def run(inputs):
+        images = [(x["image"].to(model.pixel_mean.device) - model.pixel_mean) / model.pixel_std
+                  for x in inputs]
+        model.backbone(ImageList.from_tensors(images, model.backbone.size_divisibility).tensor)
 
-    def step():
-        inputs = batches[state["i"] % len(batches)]
-        state["i"] += 1
-        with torch.no_grad():
-            images = [(x["image"].to(model.pixel_mean.device) - model.pixel_mean) / model.pixel_std
-                      for x in inputs]
-            model.backbone(ImageList.from_tensors(images, model.backbone.size_divisibility).tensor)
-        if cuda:
-            torch.cuda.synchronize()
-
-    return step
+    return cycling_step(batches, device, run)
 
 
 class PeakMemory:
