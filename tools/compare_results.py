@@ -8,10 +8,11 @@ Each argument is an OUTPUT_DIR (its ``inference/<dataset>/sem_seg_results.json``
 results JSON. Runs given the same ``--names`` entry are seeds of one experiment: they make one
 row of mean ± sample standard deviation, and must not differ in config except SEED, OUTPUT_DIR,
 MODEL.WEIGHTS and the class-statistics path. Columns: mIoU and mACC over all classes and per
-head / body / tail group, pACC and the Dice error (1 - mean Dice, as in the PAT paper); the parameter count comes from the
-first run's log.txt. ``--uniform`` adds the head / body / tail numbers of the uniform test
-setting (``TEST.UNIFORM.ENABLED``). A second table gives each row's difference to the first
-row, marked ``*`` where it is larger than the two rows' standard deviations added.
+head / body / tail group, pACC and the Dice error (1 - mean Dice, as in the PAT paper); the
+parameter count comes from the first run's log.txt. ``--uniform`` adds the head / body / tail
+numbers of the uniform test setting (``TEST.UNIFORM.ENABLED``). A second table gives each row's
+difference to the first row, marked ``*`` where it is larger than the two rows' standard
+deviations added.
 """
 import argparse
 import glob
