@@ -12,7 +12,9 @@ SYNTHETIC := $(DETECTRON2_DATASETS)/synthetic
 setup: $(SETUP_STAMP)
 
 # torch/torchvision: the registry's CUDA builds, which also run on CPU (no CPU torchvision works);
-# Detectron2 v0.6: Python code only, from the registry's sdist (see tools/install_detectron2.sh).
+# Detectron2 v0.6: Python code only, from the registry's sdist, with an installed placeholder for
+# its C++ ops (tools/install_detectron2.sh, tools/patch_legacy_sources.py). A change to any file
+# the recipe runs sets the environment up again (an older .venv gets the placeholder that way).
 $(SETUP_STAMP): setup.py tools/install_detectron2.sh tools/patch_legacy_sources.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.11.0 torchvision==0.26.0

@@ -2,10 +2,12 @@
 # Installs Detectron2 v0.6's Python code from the registry's `pb1-detectron2==0.6` source
 # distribution, without its C++ extension (the sdist lacks detectron2/layers/csrc/, so a plain
 # `pip install pb1-detectron2` fails compiling vision.cpp), and `lvis==0.5.3`; then rewrites the
-# numpy / Pillow names both still use and today's numpy and Pillow removed
-# (tools/patch_legacy_sources.py). LongTailSeg's _compat module covers the missing
-# `detectron2._C`. Nothing of Detectron2 is kept in this repository: the sdist is downloaded into
-# a temporary folder, built there and deleted.
+# numpy / Pillow names both still use and today's numpy and Pillow removed, and writes
+# detectron2/_C.py, a placeholder for the missing compiled `detectron2._C` whose operators raise a
+# one-line error (tools/patch_legacy_sources.py; a compiled _C is left alone). So Detectron2 and
+# its own tools work by themselves, without importing LongTailSeg (whose _compat only checks).
+# Nothing of Detectron2 is kept in this repository: the sdist is downloaded into a temporary
+# folder, built there and deleted.
 #
 # Usage: tools/install_detectron2.sh PYTHON   (the interpreter of the target environment,
 #        which must already have torch, for the sdist's setup.py imports it)
@@ -24,6 +26,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # LongTailSeg's own install, after this script.
 if "$py" -m pip show -q pb1-detectron2 >/dev/null 2>&1; then
   echo "pb1-detectron2 already installed"
+  # Still patched: an environment set up before the _C placeholder existed gets it now.
   "$py" "$here/patch_legacy_sources.py"
   exit 0
 fi
@@ -44,4 +47,5 @@ grep -q 'ext_modules=\[\],' "$src/setup.py" || { echo "could not disable the C++
 # declares the runtime dependencies instead.
 "$py" -m pip install -q --no-deps --no-build-isolation "$src"
 "$py" "$here/patch_legacy_sources.py"
-"$py" -m pip show -q pb1-detectron2 && echo "installed pb1-detectron2 0.6 (Python code only, no C++ ops)"
+"$py" -m pip show -q pb1-detectron2 \
+  && echo "installed pb1-detectron2 0.6 (Python code only, a placeholder for its C++ ops)"

@@ -4,7 +4,7 @@ Importing the package first makes Detectron2 v0.6 work on today's numpy / Pillow
 (see ``_compat``), then imports the modules whose decorators register datasets, heads and
 evaluators in Detectron2's registries.
 """
-from . import _compat  # noqa: F401  (must run before anything imports detectron2)
+from . import _compat  # noqa: F401  (checks the installed Detectron2; any import order works)
 from .config import add_longtailseg_config  # noqa: F401
 from . import data  # noqa: F401  (registers the synthetic and real datasets)
 from . import modeling  # noqa: F401  (registers heads)
