@@ -22,13 +22,11 @@ TINY_TRAINING = [
 def tiny_cfg(config, output_dir, *opts):
     """A synthetic config (path under configs/) shrunk by TINY_TRAINING, plus KEY VALUE overrides,
     with its class statistics resolved as tools/train_net.py resolves them."""
-    from detectron2.config import get_cfg
-    from longtailseg.data import resolve_class_stats
+    from longtailseg.engine import load_config, resolve_class_stats
 
-    cfg = get_cfg()
-    longtailseg.add_longtailseg_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", config))
-    cfg.merge_from_list(TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + [str(o) for o in opts])
+    cfg = load_config(os.path.join(REPO, "configs", config),
+                      TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + [str(o) for o in opts],
+                      freeze=False)
     resolve_class_stats(cfg)
     return cfg
 

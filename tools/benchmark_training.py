@@ -40,27 +40,25 @@ import os
 import statistics
 import sys
 import tempfile
-from types import SimpleNamespace
 
 import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
 import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
-from longtailseg.data.class_counting import class_stats_needed, long_tail_needs_class_counts
-from longtailseg.engine import stage2
+from longtailseg.engine import class_stats_needed, load_config, stage2
+from longtailseg.engine.defaults import build_model_and_count
+from longtailseg.modeling.extension_points import model_needs_class_stats
 from longtailseg.engine.timing import peak_rss_bytes, reset_peak_rss, round_robin_times
 from longtailseg.errors import LongTailSegError, one_line
 from longtailseg.io import write_json_atomically
 from longtailseg.longtail import class_stats as cs
 
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.solver import build_optimizer
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_net import load_config  # noqa: E402  (the trainer's config loading and its errors)
 
 IGNORE_SHARE = 0.05  # share of ignored pixels in random semantic labels
 INSTANCES_PER_IMAGE = 10  # about LVIS's mean (11.2 per training image)
@@ -115,7 +113,7 @@ def variant_names(args):
 
 
 def is_semantic(cfg):
-    return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+    return issubclass(META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE), SemanticSegmentor)
 
 
 def num_classes(cfg):
@@ -153,7 +151,7 @@ class SyntheticStats:
 
 def load_variant(config_file, opts, synthetic):
     """The variant's config, ready to build, and notes on what was substituted."""
-    cfg = load_config(SimpleNamespace(config_file=config_file, opts=list(opts)), freeze=False)
+    cfg = load_config(config_file, opts, freeze=False)
     notes = []
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
@@ -161,7 +159,7 @@ def load_variant(config_file, opts, synthetic):
     if class_stats_needed(cfg) and not cfg.MODEL.LONG_TAIL.CLASS_STATS:
         cfg.MODEL.LONG_TAIL.CLASS_STATS = synthetic.path(cfg)
         # Said where the model reads them (counts or groups); the plain heads do not.
-        if long_tail_needs_class_counts(cfg) or cfg.MODEL.SEM_SEG_HEAD.NAME == "MEDOEHead":
+        if model_needs_class_stats(cfg):
             notes.append(f"class statistics: synthetic long-tailed profile of {num_classes(cfg)} "
                          "classes (no MODEL.LONG_TAIL.CLASS_STATS)")
     if stage2.is_stage2(cfg):
@@ -176,10 +174,7 @@ def build_variant(cfg, inference, seed):
     ``seed``; its optimizer for training (else None); its parameter count before freezing (as
     the trainer logs it: frozen BatchNorm weights become buffers)."""
     torch.manual_seed(seed)
-    model = build_model(cfg)
-    total = sum(p.numel() for p in model.parameters())
-    if stage2.is_stage2(cfg):
-        model = stage2.prepare_stage2_model(model)
+    model, total = build_model_and_count(cfg)
     model.train(not inference)
     optimizer = None if inference else build_optimizer(cfg, model)
     if optimizer is not None:

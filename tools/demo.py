@@ -20,20 +20,18 @@ import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_net import Trainer, load_config  # noqa: E402  (tools/ is on sys.path when run)
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from longtailseg.data import prepare_dataset, resolve_class_stats  # noqa: E402
-from longtailseg.engine.checkpoint import LongTailCheckpointer, check_complete_load  # noqa: E402
-from longtailseg.errors import ConfigError, LongTailSegError, one_line  # noqa: E402
-from longtailseg.io import write_bytes_atomically  # noqa: E402
-from longtailseg.longtail.experts import expert_probabilities  # noqa: E402
-from longtailseg.model_zoo import ensure_weights_available  # noqa: E402
-
-from detectron2.data import transforms as T  # noqa: E402
-from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from detectron2.utils.visualizer import ColorMode, Visualizer  # noqa: E402
+from longtailseg.data import prepare_dataset
+from longtailseg.engine import build_model, load_config, resolve_class_stats
+from longtailseg.engine.weights import ensure_weights_available
+from longtailseg.errors import ConfigError, LongTailSegError, one_line
+from longtailseg.io import write_bytes_atomically
+from longtailseg.longtail.experts import expert_probabilities
+from longtailseg.modeling.sem_seg.medoe import MEDOEHead
 
 EXAMPLES = """examples:
   # the `make demo` model on the synthetic validation images (64x64, drawn 4x larger)
@@ -117,7 +115,7 @@ def output_paths(inputs, folder):
 def setup_cfg(args, class_stats_dir):
     """The config with the overrides, weights checked and class statistics resolved (into
     ``class_stats_dir``; the statistics file beside MODEL.WEIGHTS is reused when there is one)."""
-    cfg = load_config(args, freeze=False)
+    cfg = load_config(args.config_file, args.opts, freeze=False)
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         raise ConfigError("MODEL.WEIGHTS is empty; pass the trained model, e.g. "
@@ -141,16 +139,13 @@ class Predictor:
     included); with ``experts`` the MEDOE head also returns every expert's probabilities."""
 
     def __init__(self, cfg, experts=False):
-        self.model = Trainer.build_model(cfg).eval()
-        checkpointer = LongTailCheckpointer(self.model)
-        checkpointer.load(cfg.MODEL.WEIGHTS)
-        check_complete_load(checkpointer, cfg.MODEL.WEIGHTS)  # weights of another model are refused
+        self.model = build_model(cfg).eval()  # weights of another model are refused
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         self.num_experts = 0
         if experts:
             head = getattr(self.model, "sem_seg_head", None)
-            if type(head).__name__ != "MEDOEHead":
+            if not isinstance(head, MEDOEHead):
                 raise ConfigError("--experts draws the experts of a MEDOE model, but the config's "
                                   f"MODEL.SEM_SEG_HEAD.NAME is {cfg.MODEL.SEM_SEG_HEAD.NAME!r}; "
                                   "use a MEDOE config (configs/*/medoe_deeplab*.yaml)")

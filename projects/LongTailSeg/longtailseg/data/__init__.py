@@ -9,7 +9,7 @@ from .datasets import (  # noqa: F401
 )
 from .synthetic.layout import PROFILE_FOLDERS
 from .labels import check_label_values  # noqa: F401
-from .class_counting import class_stats_from_config, resolve_class_stats  # noqa: F401
+from .class_counting import resolve_class_stats  # noqa: F401
 
 for _profile in PROFILE_FOLDERS:
     register_synthetic_datasets(profile=_profile)

@@ -2,7 +2,8 @@
 missing files."""
 from PIL import Image
 
-from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (DatasetMapper, MetadataCatalog, build_detection_test_loader,
+                             build_detection_train_loader)
 from detectron2.data import transforms as T
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.data.samplers import RepeatFactorTrainingSampler
@@ -14,8 +15,14 @@ from .labels import check_label_values
 from .resumable import PositionedDataset, PositionSampler
 
 
-def is_sem_seg(cfg):
-    return cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor"
+# Datasets whose dicts hold sem_seg_file_name: Detectron2's evaluator types for them.
+SEM_SEG_EVALUATOR_TYPES = ("sem_seg", "cityscapes_sem_seg")
+
+
+def is_sem_seg_dataset(name):
+    """Whether a registered dataset is labelled per pixel (decided by its metadata, as Detectron2's
+    DeepLab project chooses its training mapper)."""
+    return MetadataCatalog.get(name).get("evaluator_type") in SEM_SEG_EVALUATOR_TYPES
 
 
 def build_sem_seg_train_augmentations(cfg):
@@ -107,7 +114,8 @@ def build_train_loader(cfg):
     names = list(cfg.DATASETS.TRAIN)
     for name in names:
         prepare_dataset(name)
-    mapper = CheckedSemSegDatasetMapper(cfg, True) if is_sem_seg(cfg) else CheckedDatasetMapper(cfg, True)
+    sem_seg = is_sem_seg_dataset(names[0])
+    mapper = CheckedSemSegDatasetMapper(cfg, True) if sem_seg else CheckedDatasetMapper(cfg, True)
     with missing_files_reported(names):
         if cfg.DATALOADER.SAMPLER_TRAIN not in ("TrainingSampler", "RepeatFactorTrainingSampler"):
             return build_detection_train_loader(cfg, mapper=mapper)
@@ -132,15 +140,12 @@ def build_train_loader(cfg):
     return loader
 
 
-def needs_test_labels(cfg):
-    """MEDOE's oracle reads the labels at inference."""
-    return is_sem_seg(cfg) and cfg.MODEL.SEM_SEG_HEAD.NAME == "MEDOEHead" and cfg.MODEL.MEDOE.ORACLE
-
-
-def build_test_loader(cfg, dataset_name):
+def build_test_loader(cfg, dataset_name, with_labels=False):
+    """Detectron2's test loader; ``with_labels`` keeps each image's ``sem_seg`` labels in the
+    inputs (a model whose inference reads them, e.g. MEDOE's oracle)."""
     prepare_dataset(dataset_name)
     mapper = CheckedDatasetMapper(cfg, False)
-    if needs_test_labels(cfg):
+    if with_labels and is_sem_seg_dataset(dataset_name):
         # is_train=True keeps "sem_seg" in the inputs; the augmentation is the test resize only.
         test_resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
         mapper = CheckedSemSegDatasetMapper(cfg, True, augmentations=[test_resize])

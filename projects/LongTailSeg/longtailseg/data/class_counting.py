@@ -16,9 +16,8 @@ from tqdm import tqdm
 from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
-from ..errors import ClassStatsError, ConfigError
+from ..errors import ClassStatsError
 from ..longtail import class_stats as cs
-from ..longtail.losses import loss_needs_class_counts
 from .datasets import get_dataset_dicts_checked, prepare_dataset
 from .labels import check_label_histogram, check_label_values
 
@@ -200,37 +199,6 @@ def _same_data(fingerprint, current):
             == {k: v for k, v in current.items() if k not in ignore})
 
 
-def long_tail_needs_class_counts(cfg):
-    """True when MODEL.LONG_TAIL asks for class counts (BLV, GRW or a count-based loss)."""
-    long_tail = cfg.MODEL.LONG_TAIL
-    try:
-        loss_counts = loss_needs_class_counts(long_tail.LOSS.NAME)
-    except KeyError as e:
-        raise ConfigError(f"MODEL.LONG_TAIL.LOSS.NAME: {e.args[0]}") from None
-    return long_tail.BLV.ENABLED or long_tail.GRW.ENABLED or loss_counts
-
-
-def class_stats_needed(cfg):
-    """Semantic segmentation always (evaluator groups, MEDOE's experts, the label check of the
-    count); instance segmentation when the long-tail box predictor reads class counts."""
-    if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
-        return True
-    return cfg.MODEL.ROI_HEADS.NAME == "LongTailStandardROIHeads" and long_tail_needs_class_counts(cfg)
-
-
-def class_stats_from_config(cfg):
-    """The statistics file MODEL.LONG_TAIL.CLASS_STATS names (heads and evaluators only load)."""
-    path = cfg.MODEL.LONG_TAIL.CLASS_STATS
-    if not path:
-        raise ClassStatsError(
-            "MODEL.LONG_TAIL.CLASS_STATS is empty but this model needs class statistics; "
-            "tools/train_net.py fills it in before building the model (counting the training split "
-            "once), a script of your own calls longtailseg.data.resolve_class_stats(cfg) first, or "
-            "set it to a file made by tools/compute_class_stats.py"
-        )
-    return cs.load(path)
-
-
 def _usable(path, dataset_name, current=None):
     """(stats, None) when ``path`` holds statistics of ``dataset_name`` (and of the data
     ``current`` fingerprints, when given), else (None, why not)."""
@@ -251,8 +219,9 @@ def _usable(path, dataset_name, current=None):
 
 def resolve_class_stats(cfg):
     """Decide once which class statistics the run uses and write the path into
-    ``cfg.MODEL.LONG_TAIL.CLASS_STATS`` (``cfg`` must not be frozen yet); returns the path, or
-    "" when the config needs none.
+    ``cfg.MODEL.LONG_TAIL.CLASS_STATS`` (``cfg`` must not be frozen yet); returns the path.
+    (``longtailseg.engine.resolve_class_stats`` calls it when the config's model or evaluation
+    needs statistics.)
 
     * MODEL.LONG_TAIL.CLASS_STATS set: that file, checked against DATASETS.TRAIN[0]'s classes.
     * Otherwise, in order: the ``class_stats.json`` beside a local MODEL.WEIGHTS (the statistics
@@ -263,8 +232,6 @@ def resolve_class_stats(cfg):
 
     The main process decides and writes; the others wait and read the same path.
     """
-    if not class_stats_needed(cfg):
-        return ""
     long_tail = cfg.MODEL.LONG_TAIL
     dataset_name = cfg.DATASETS.TRAIN[0]
     if long_tail.CLASS_STATS:

@@ -7,19 +7,22 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.engine import HookBase
 
+from ..longtail.losses import ClassificationLoss
+
 
 class LossIterationHook(HookBase):
-    """Tells iteration-dependent losses (LDAM's deferred re-weighting) the current iteration."""
+    """Tells every loss of the registry the current iteration (``set_iteration``: LDAM's deferred
+    re-weighting uses it; the others declare nothing to do with it)."""
 
     def before_train(self):
         model = self.trainer.model
         model = model.module if isinstance(model, DistributedDataParallel) else model
         # Found once: the model's modules do not change during training.
-        self._losses = [m for m in model.modules() if hasattr(m, "drw_start")]
+        self._losses = [m for m in model.modules() if isinstance(m, ClassificationLoss)]
 
     def before_step(self):
         for loss in self._losses:
-            loss.iteration = self.trainer.iter
+            loss.set_iteration(self.trainer.iter)
 
 
 class RandomStateHook(HookBase):

@@ -16,6 +16,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from detectron2.layers import FrozenBatchNorm2d
 
 from ..errors import ConfigError
+from ..modeling import extension_points
 
 logger = logging.getLogger(__name__)
 
@@ -56,26 +57,21 @@ def _drop_num_batches_tracked(module, state_dict, prefix, *args):
     state_dict.pop(prefix + "num_batches_tracked", None)
 
 
-def is_medoe_stage2(cfg):
-    return cfg.MODEL.SEM_SEG_HEAD.NAME == "MEDOEHead" and cfg.MODEL.MEDOE.ENSEMBLE == "MOE"
+def second_stage(cfg):
+    """The :class:`~longtailseg.modeling.extension_points.SecondStage` a part of the config's
+    model declares, or None for a first stage."""
+    return extension_points.second_stage(cfg)
 
 
 def is_stage2(cfg):
-    return cfg.MODEL.LONG_TAIL.DISALIGN.ENABLED or is_medoe_stage2(cfg)
-
-
-def stage1_config(cfg):
-    """The config that trains this stage 2's stage 1, as the config names it ("" = unknown)."""
-    return cfg.MODEL.MEDOE.STAGE1_CONFIG if is_medoe_stage2(cfg) else cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG
+    return second_stage(cfg) is not None
 
 
 def stage2_trainable_prefixes(model):
-    """Names of the modules a second stage trains: DisAlign calibrations, MEDOE's decision-maker."""
-    from ..longtail.calibration import DisAlignCalibration
-    from ..longtail.experts import MOEDecisionMaker
-
+    """Names of the modules a second stage trains: those declaring ``trained_in_second_stage``
+    (DisAlign's calibrations, MEDOE's decision-maker)."""
     return [name + "." for name, module in model.named_modules()
-            if isinstance(module, (DisAlignCalibration, MOEDecisionMaker))]
+            if getattr(type(module), "trained_in_second_stage", False)]
 
 
 def prepare_stage2_model(model):
@@ -92,14 +88,15 @@ def check_stage1_weights(cfg, resuming):
     weights = cfg.MODEL.WEIGHTS
     if weights and (os.path.isfile(weights) or "://" in weights):
         return
-    stage1 = stage1_config(cfg)
+    stage = second_stage(cfg)
+    stage1 = stage.stage1_config
     how = (
         f"train stage 1 first with `python tools/train_net.py --config-file {stage1}`"
         if stage1
         else "train stage 1 first"
     )
     raise ConfigError(
-        f"stage 2 needs stage-1 weights but MODEL.WEIGHTS={weights!r} "
+        f"stage 2 ({stage.name}) needs stage-1 weights but MODEL.WEIGHTS={weights!r} "
         + ("is empty" if not weights else "does not exist")
         + f"; {how}, or set MODEL.WEIGHTS to its model_final.pth"
     )

@@ -9,7 +9,7 @@ from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, 
 from detectron2.utils import comm
 
 from ..data import prepare_dataset
-from ..data.class_counting import class_stats_from_config
+from ..config import class_stats_from_config
 from ..errors import DatasetError, LongTailSegError
 from ..io import write_json_atomically
 from .sem_seg_evaluation import LongTailSemSegEvaluator

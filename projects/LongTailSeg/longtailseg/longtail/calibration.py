@@ -47,6 +47,9 @@ class DisAlignCalibration(nn.Module):
             boxes); bias starts at 0.
     """
 
+    # A second stage trains this module alone; everything else is frozen (engine/stage2.py).
+    trained_in_second_stage = True
+
     def __init__(self, num_classes: int, in_channels: int, spatial: bool,
                  confidence_init_std: Optional[float] = 0.01):
         super().__init__()

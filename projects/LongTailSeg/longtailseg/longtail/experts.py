@@ -288,6 +288,9 @@ class MOEDecisionMaker(nn.Module):
     and that class was predicted everywhere.
     """
 
+    # A second stage trains this module alone; everything else is frozen (engine/stage2.py).
+    trained_in_second_stage = True
+
     def __init__(self, masks: torch.Tensor):
         super().__init__()
         num_experts, num_classes = masks.shape

@@ -38,9 +38,12 @@ class LossRegistry(Registry):
 LOSS_REGISTRY = LossRegistry("LONG_TAIL_LOSS")
 LOSS_REGISTRY.__doc__ = """Classification losses, by the name MODEL.LONG_TAIL.LOSS.NAME gives.
 
-A registered class takes ``(class_counts=None, ignore_index=255, **options)``, has a class attribute
-``needs_class_counts`` and a classmethod ``options_from_config(loss_cfg)`` that reads its options
-from MODEL.LONG_TAIL.LOSS (subclass :class:`ClassificationLoss` to get both).
+A registered class takes ``(class_counts=None, ignore_index=255, **options)`` and declares, as
+:class:`ClassificationLoss` does with defaults (subclass it): ``needs_class_counts``,
+``box_classifier_problem`` (why it must not train the K + 1-way box classifier; "" = it may),
+``options_from_config(loss_cfg)`` (its options from MODEL.LONG_TAIL.LOSS) and
+``set_iteration(iteration)`` (what it does with the training iteration; the trainer calls it
+before every step). Nothing outside the class tests its name.
 """
 
 
@@ -80,7 +83,11 @@ class ClassificationLoss(nn.Module):
     """Per-element loss ``element_losses(z, y)`` on non-ignored rows, times ``class_weights[y]``,
     averaged over the non-ignored elements (sum / count, the project's weighted-CE convention)."""
 
+    # Declared by each loss (see LOSS_REGISTRY): whether it is built with the training split's
+    # class counts, and why it must not train the K + 1-way box classifier ("" = it may; for
+    # boxes the background column is by far the most frequent class).
     needs_class_counts = False
+    box_classifier_problem = ""
 
     def __init__(self, class_counts: Optional[Sequence[float]] = None, ignore_index: int = 255):
         super().__init__()
@@ -92,6 +99,9 @@ class ClassificationLoss(nn.Module):
     def options_from_config(cls, loss_cfg) -> dict:
         """Keyword arguments of ``__init__`` from MODEL.LONG_TAIL.LOSS (none by default)."""
         return {}
+
+    def set_iteration(self, iteration: int) -> None:
+        """Told the training iteration before every step (nothing by default; LDAM's DRW)."""
 
     def element_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Loss of each labelled row (R, C) -> (R,); each registered loss defines it."""
@@ -186,6 +196,7 @@ class ClassBalancedLoss(ClassificationLoss):
     """Class-balanced CE (Cui et al. 2019, eq. 8): CE weighted by ``effective_number_weights``."""
 
     needs_class_counts = True
+    box_classifier_problem = "its effective-number weights would give background the smallest weight"
 
     @classmethod
     def options_from_config(cls, loss_cfg):
@@ -260,7 +271,7 @@ class LDAMLoss(ClassificationLoss):
     The paper's logits come from normalised features and weights, hence s = 30; on a plain
     linear classifier a scale of 1 keeps the logits' range. Deferred re-weighting (DRW, paper
     sec. 3.3): from ``iteration >= drw_start`` on, each element is weighted by the CB weights
-    with ``drw_beta``; the trainer sets ``loss.iteration`` (None = no DRW). As everywhere here
+    with ``drw_beta``; the trainer tells it the iteration (``set_iteration``; None = no DRW). As everywhere here
     the weighted sum is divided by the element count, not by the sum of weights.
     """
 
@@ -284,6 +295,9 @@ class LDAMLoss(ClassificationLoss):
         self.drw_start = drw_start
         self.iteration = 0
 
+    def set_iteration(self, iteration):
+        self.iteration = iteration
+
     def element_losses(self, logits, targets):
         margin = F.one_hot(targets, logits.shape[1]).to(logits) * self.margins.to(logits)[targets, None]
         ce = F.cross_entropy(self.scale * (logits - margin), targets, reduction="none")
@@ -304,6 +318,8 @@ class SeesawLoss(ClassificationLoss):
     """
 
     needs_class_counts = True
+    # Seesaw's own detector keeps background out of the classifier with an objectness branch.
+    box_classifier_problem = "it would mitigate the penalties that background boxes put on foreground classes"
 
     @classmethod
     def options_from_config(cls, loss_cfg):
@@ -418,24 +434,25 @@ class PATLoss(TargetLogProbLoss):
         return image_losses.sum() / (present > 0).sum().clamp(min=1)
 
 
-def _loss_class(name: str):
+def loss_class(name: str):
+    """The class registered as ``name``; KeyError naming the choices for an unknown name."""
     if name not in LOSS_REGISTRY:
         raise KeyError(f"unknown loss {name!r}; choose one of {sorted(n for n, _ in LOSS_REGISTRY)}")
     return LOSS_REGISTRY.get(name)
 
 
 def loss_needs_class_counts(name: str) -> bool:
-    return _loss_class(name).needs_class_counts
+    return loss_class(name).needs_class_counts
 
 
 def loss_options(name: str, loss_cfg) -> dict:
     """Keyword arguments of loss ``name`` read from MODEL.LONG_TAIL.LOSS (any attribute-access
     config node)."""
-    return _loss_class(name).options_from_config(loss_cfg)
+    return loss_class(name).options_from_config(loss_cfg)
 
 
 def build_loss(name: str, class_counts: Optional[Sequence[float]] = None, ignore_index: int = 255,
                **options) -> ClassificationLoss:
     """The loss registered as ``name``; ``options`` are its keyword arguments (see its class).
     Raises KeyError for an unknown name, ValueError if it needs class counts and has none."""
-    return _loss_class(name)(class_counts=class_counts, ignore_index=ignore_index, **options)
+    return loss_class(name)(class_counts=class_counts, ignore_index=ignore_index, **options)

@@ -10,9 +10,10 @@ its OUTPUT_DIR (relative to the folder training ran in).
 """
 import glob
 import os
-from urllib.parse import urlparse
 
 from ..errors import ConfigError
+
+from ..engine.weights import DETECTRON2_DOWNLOAD_PREFIX, download_cache_path, ensure_weights_available  # noqa: F401
 
 # Detectron2's model zoo, LVIS v0.5 Mask R-CNN R-50-FPN 1x (box AP 23.6, mask AP 24.4 there):
 # the architecture and recipe of lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml, whose
@@ -23,8 +24,6 @@ DETECTRON2_LVIS_V0_5_R50_FPN = (
 PUBLISHED_CHECKPOINTS = {
     "lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml": DETECTRON2_LVIS_V0_5_R50_FPN,
 }
-# Where Detectron2's "detectron2://" paths are downloaded from (detectron2.utils.file_io).
-DETECTRON2_DOWNLOAD_PREFIX = "https://dl.fbaipublicfiles.com/detectron2/"
 
 _PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 # projects/LongTailSeg/longtailseg/model_zoo -> the repository root of a clone
@@ -93,16 +92,15 @@ def get(config_path, trained=False, device=None):
     """A model built from a shipped config with MODEL.WEIGHTS loaded (the trained checkpoint
     with ``trained``), in training mode as Detectron2's ``model_zoo.get`` returns it.
 
-    Class statistics are resolved as tools/train_net.py resolves them (the ``class_stats.json``
-    beside a local checkpoint, else the training split's count in OUTPUT_DIR). A second-stage
-    config gives the frozen second-stage model (``engine/stage2.py``).
+    Built by ``longtailseg.engine.build_model``, as tools/train_net.py builds it: class statistics
+    resolved (the ``class_stats.json`` beside a local checkpoint, else the training split's count
+    in OUTPUT_DIR), a second-stage config frozen (``engine/stage2.py``); a trained checkpoint that
+    does not fit the model is refused, the weights a config starts from are loaded as the
+    trainer loads them.
     """
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
     import torch
 
-    from ..data.class_counting import resolve_class_stats
-    from ..engine import stage2
+    from ..engine import build_model
 
     cfg = get_config(config_path, trained=trained)
     if device is not None:
@@ -117,45 +115,4 @@ def get(config_path, trained=False, device=None):
             "(run from the folder that holds output/)"
         )
     ensure_weights_available(cfg)
-    resolve_class_stats(cfg)
-    model = build_model(cfg)
-    if stage2.is_stage2(cfg):
-        model = stage2.prepare_stage2_model(model)
-    if weights:
-        DetectionCheckpointer(model).load(weights)
-    return model
-
-
-def download_cache_path(url):
-    """Where Detectron2 (iopath) keeps a downloaded ``url``: it reads the file from there without
-    downloading when it is present."""
-    from iopath.common.file_io import get_cache_dir
-
-    if url.startswith("detectron2://"):
-        url = DETECTRON2_DOWNLOAD_PREFIX + url[len("detectron2://"):]
-    parsed = urlparse(url)
-    return os.path.join(get_cache_dir(), os.path.dirname(parsed.path.lstrip("/")), url.split("/")[-1]), url
-
-
-def ensure_weights_available(cfg, resuming=False):
-    """Download a MODEL.WEIGHTS URL now (kept in Detectron2's cache), so an offline machine gets
-    one line saying which file to put where, not a traceback from the checkpointer; returns the
-    local path, or None when MODEL.WEIGHTS is not a URL or a resumed run will not read it."""
-    weights = cfg.MODEL.WEIGHTS
-    if "://" not in weights:
-        return None
-    if resuming and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
-        return None
-    from detectron2.utils.file_io import PathManager
-
-    try:
-        return PathManager.get_local_path(weights)
-    except OSError as e:  # URLError, HTTPError, connection and DNS failures
-        cached, download_url = download_cache_path(weights)
-        reason = str(getattr(e, "reason", None) or e).strip()
-        reason = reason.splitlines()[0] if reason else type(e).__name__
-        raise ConfigError(
-            f"cannot download MODEL.WEIGHTS={weights} ({reason}); download {download_url} on a "
-            f"machine with network and put it at {cached} (Detectron2 reads it from there), "
-            "or set MODEL.WEIGHTS to a local copy"
-        ) from None
+    return build_model(cfg, weights="trained" if trained else "pretrained")

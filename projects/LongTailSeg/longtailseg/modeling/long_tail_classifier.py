@@ -16,23 +16,31 @@ from torch import nn
 
 from detectron2.config import configurable
 
-from ..data.class_counting import class_stats_from_config, long_tail_needs_class_counts
+from ..config import class_stats_from_config, long_tail_needs_class_counts
 from ..errors import ClassStatsError, ConfigError
-from .config_checks import check_blv_sigma
 from ..longtail.calibration import DisAlignCalibration, generalized_reweighting
-from ..longtail.losses import build_loss, loss_needs_class_counts, loss_options
+from ..longtail.losses import LOSS_REGISTRY, build_loss, loss_class, loss_needs_class_counts, loss_options
 from ..longtail.variation import LogitVariation
+from .extension_points import LongTailPart, SecondStage
 
-# Losses whose class counts would make background (by far the most frequent "class" of the box
-# classifier) the most down-weighted one: CB's effective-number weights shrink its weight, and
-# Seesaw would mitigate the negative gradients background boxes put on every foreground class
-# (Seesaw's own detector avoids this with a separate objectness branch). Refused for boxes.
-UNSUITED_BOX_LOSSES = {
-    "CB": "its effective-number weights would give background the smallest weight",
-    "CBFocal": "its effective-number weights would give background the smallest weight",
-    "Seesaw": "it would mitigate the penalties that background boxes put on foreground classes",
-}
-SUITED_BOX_LOSSES = ("CE", "Focal", "PAT", "BMS", "LA", "LDAM")
+
+def check_blv_sigma(long_tail_cfg):
+    if long_tail_cfg.BLV.ENABLED and long_tail_cfg.BLV.SIGMA < 0:
+        raise ConfigError(f"MODEL.LONG_TAIL.BLV.SIGMA is {long_tail_cfg.BLV.SIGMA}; BLV's sigma must "
+                          "be >= 0 (the authors use 4.0)")
+
+
+def check_box_classifier_loss(name):
+    """Refuse a loss that declares a problem with the K + 1-way box classifier (background is
+    by far its most frequent class), naming the losses that declare none."""
+    problem = loss_class(name).box_classifier_problem
+    if problem:
+        suited = [n for n, c in LOSS_REGISTRY if not c.box_classifier_problem]
+        raise ConfigError(
+            f"MODEL.LONG_TAIL.LOSS.NAME: {name} is not used for the K + 1-way box classifier "
+            f"because {problem}; choose one of {', '.join(suited)} "
+            "(and MODEL.LONG_TAIL.GRW for foreground class weights)"
+        )
 
 
 def counts_with_background(class_counts, positive_fraction):
@@ -92,12 +100,8 @@ class LongTailClassifier(nn.Module):
         name = long_tail.LOSS.NAME
         needs_counts = long_tail_needs_class_counts(cfg)  # ConfigError for an unknown loss
         loss_needs_counts = loss_needs_class_counts(name)
-        if background_column and name in UNSUITED_BOX_LOSSES:
-            raise ConfigError(
-                f"MODEL.LONG_TAIL.LOSS.NAME: {name} is not used for the K + 1-way box classifier "
-                f"because {UNSUITED_BOX_LOSSES[name]}; choose one of {', '.join(SUITED_BOX_LOSSES)} "
-                "(and MODEL.LONG_TAIL.GRW for foreground class weights)"
-            )
+        if background_column:
+            check_box_classifier_loss(name)
         counts = None
         if needs_counts:
             stats = class_stats_from_config(cfg)
@@ -150,3 +154,28 @@ class LongTailClassifier(nn.Module):
             else:
                 logits = self.variation(logits)
         return self.loss_fn(logits, targets, class_weights=self.class_weights)
+
+
+class LongTailClassifierOwner(LongTailPart):
+    """Extension points of a registered head whose logits go through a :class:`LongTailClassifier`
+    (every LongTailSeg decode head and the long-tail box predictor's ROI heads): it reads the
+    class counts when MODEL.LONG_TAIL asks for them, and DisAlign makes it a second stage."""
+
+    # The K + 1-way box classifier (True for ROI heads) refuses losses that declare a problem.
+    classifies_boxes = False
+
+    @classmethod
+    def needs_class_stats(cls, cfg):
+        return long_tail_needs_class_counts(cfg)
+
+    @classmethod
+    def second_stage(cls, cfg):
+        disalign = cfg.MODEL.LONG_TAIL.DISALIGN
+        return SecondStage("DisAlign calibration", disalign.STAGE1_CONFIG) if disalign.ENABLED else None
+
+    @classmethod
+    def check_config(cls, cfg):
+        long_tail_needs_class_counts(cfg)  # an unknown loss name
+        check_blv_sigma(cfg.MODEL.LONG_TAIL)
+        if cls.classifies_boxes:
+            check_box_classifier_loss(cfg.MODEL.LONG_TAIL.LOSS.NAME)

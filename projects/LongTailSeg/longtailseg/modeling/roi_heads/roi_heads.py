@@ -28,7 +28,7 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, _log_c
 
 from ...longtail.cosine import CosineClassifier
 from ..frozen_branches import loss_can_train
-from ..long_tail_classifier import LongTailClassifier
+from ..long_tail_classifier import LongTailClassifier, LongTailClassifierOwner
 
 
 class LongTailFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -103,7 +103,7 @@ class LongTailFastRCNNOutputLayers(FastRCNNOutputLayers):
 
 
 @ROI_HEADS_REGISTRY.register()
-class LongTailStandardROIHeads(StandardROIHeads):
+class LongTailStandardROIHeads(StandardROIHeads, LongTailClassifierOwner):
     """StandardROIHeads (box, mask, keypoint branches unchanged) whose box predictor is
     :class:`LongTailFastRCNNOutputLayers`.
 

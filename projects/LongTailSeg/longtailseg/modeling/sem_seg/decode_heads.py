@@ -17,7 +17,8 @@ from detectron2.layers import Conv2d, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
 from ...errors import ConfigError
-from ..long_tail_classifier import LongTailClassifier
+from ..long_tail_classifier import LongTailClassifier, LongTailClassifierOwner
+from .expert import MEDOEExpert
 
 # Dropout before the classifier, as in the three papers' public code (mmsegmentation's default).
 CLASSIFIER_DROPOUT = 0.1
@@ -31,12 +32,19 @@ def conv_norm_relu(in_channels, out_channels, kernel_size, norm):
     return conv
 
 
-class _LongTailDecodeHead(nn.Module):
+class _LongTailDecodeHead(nn.Module, LongTailClassifierOwner, MEDOEExpert):
     """What the heads share: dropout and the 1x1 classifier, the long-tail policy, upsampling to
-    input resolution and the losses.
+    input resolution and the losses; each can serve as a MEDOE expert.
 
     Subclasses build their layers, then call ``init_head`` and implement ``decode``.
     """
+
+    @classmethod
+    def narrow_config(cls, cfg, channels):
+        narrow = cfg.clone()
+        narrow.defrost()
+        narrow.MODEL.SEM_SEG_HEAD.CONVS_DIM = channels
+        return narrow
 
     def init_head(self, *, in_feature, stride, feature_channels, num_classes, ignore_value,
                   loss_weight, long_tail=None):
@@ -74,10 +82,6 @@ class _LongTailDecodeHead(nn.Module):
             "channels": head.CONVS_DIM,
             "norm": head.NORM,
         }
-
-    def decode(self, features):
-        """The feature map the classifier reads (before its dropout); each head defines it."""
-        raise NotImplementedError
 
     @property
     def logits_stride(self):
@@ -132,7 +136,7 @@ class LongTailFCNHead(_LongTailDecodeHead):
         ret["concat_input"] = cfg.MODEL.SEM_SEG_HEAD.FCN_CONCAT_INPUT
         return ret
 
-    def decode(self, features):
+    def decode(self, features, projected=None):
         x = features[self.in_feature]
         y = self.convs(x)
         if self.fuse is not None:
@@ -175,7 +179,7 @@ class LongTailPSPHead(_LongTailDecodeHead):
         ret["pool_scales"] = tuple(cfg.MODEL.SEM_SEG_HEAD.PSP_POOL_SCALES)
         return ret
 
-    def decode(self, features):
+    def decode(self, features, projected=None):
         x = features[self.in_feature]
         pyramid = [x] + [
             F.interpolate(branch(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -235,6 +239,14 @@ class LongTailOCRHead(_LongTailDecodeHead):
         ret["aux_loss_weight"] = cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_LOSS_WEIGHT
         return ret
 
+    @classmethod
+    def narrow_config(cls, cfg, channels):
+        # The attention's keys no wider than the narrowed head.
+        narrow = super().narrow_config(cfg, channels)
+        head = narrow.MODEL.SEM_SEG_HEAD
+        head.OCR_KEY_CHANNELS = min(head.OCR_KEY_CHANNELS, channels)
+        return narrow
+
     def decode_with_aux(self, features):
         """(augmented representation the classifier reads, auxiliary soft-region logits)."""
         x = features[self.in_feature]
@@ -255,7 +267,7 @@ class LongTailOCRHead(_LongTailDecodeHead):
         augmented = self.bottleneck(torch.cat([context, pixels], dim=1))
         return augmented, aux_logits
 
-    def decode(self, features):
+    def decode(self, features, projected=None):
         return self.decode_with_aux(features)[0]
 
     def forward(self, features, targets=None):

@@ -6,11 +6,12 @@ from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.projects.deeplab import DeepLabV3PlusHead
 
-from ..long_tail_classifier import LongTailClassifier
+from ..long_tail_classifier import LongTailClassifier, LongTailClassifierOwner
+from .expert import MEDOEExpert
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
+class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead, LongTailClassifierOwner, MEDOEExpert):
     """Detectron2's DeepLabV3+ head with the long-tail methods on its logits.
 
     * Image-level ASPP pooling over the whole feature map: Detectron2's head sizes the pooling
@@ -20,7 +21,10 @@ class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
     * Logits are upsampled to label resolution before the loss, where BLV acts (as in the BLV
       authors' code); DisAlign calibrates them at the decoder's resolution from the decoder
       feature the classifier reads.
+    * As a MEDOE expert, its low-level projections are shared: experts 2..K read expert 1's.
     """
+
+    shares_projection = True
 
     @configurable
     def __init__(self, *args, long_tail: LongTailClassifier = None, **kwargs):
@@ -39,6 +43,14 @@ class LongTailDeepLabV3PlusHead(DeepLabV3PlusHead):
         ret["long_tail"] = LongTailClassifier(cfg, ret["num_classes"], ret["decoder_channels"][0],
                                               spatial=True)
         return ret
+
+    @classmethod
+    def narrow_config(cls, cfg, channels):
+        narrow = cfg.clone()
+        narrow.defrost()
+        narrow.MODEL.SEM_SEG_HEAD.CONVS_DIM = channels
+        narrow.MODEL.SEM_SEG_HEAD.ASPP_CHANNELS = channels
+        return narrow
 
     def project(self, features):
         """The low-level features' 1x1 projections (name -> map), the decoder's skip inputs."""

@@ -14,10 +14,10 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ...data.class_counting import class_stats_from_config
+from ...config import class_stats_from_config
 from ...errors import ConfigError
-from ..config_checks import check_ensemble, check_expert_channels
 from ...longtail.experts import (
+    ENSEMBLES,
     MOEDecisionMaker,
     argmax_confidence,
     expert_auxiliary_loss,
@@ -32,38 +32,58 @@ from ...longtail.experts import (
     oracle_probabilities,
     softmax_threshold,
 )
+from ..extension_points import LongTailPart, SecondStage
+from .expert import missing_expert_methods
 
 logger = logging.getLogger(__name__)
 
 
-def expert_config(cfg):
-    """The config experts 2..K are built from: the head's at ``MODEL.MEDOE.EXPERT_CHANNELS``
-    channels (context module, decoder and classifier input; OCR's keys at most as many), or
-    ``cfg`` itself for 0 (the head's width)."""
+def check_expert_channels(width):
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ConfigError(f"MODEL.MEDOE.EXPERT_CHANNELS={width!r}; use a whole number of channels "
+                          ">= 1 for experts 2..K, or 0 for the head's width")
+
+
+def check_ensemble(ensemble):
+    if ensemble not in ENSEMBLES:
+        raise ConfigError(f"MODEL.MEDOE.ENSEMBLE={ensemble!r}; use one of {list(ENSEMBLES)}")
+
+
+def expert_head_class(cfg):
+    """The registered head MODEL.MEDOE.EXPERT_HEAD names, refused unless it implements the
+    :class:`~.expert.MEDOEExpert` interface."""
+    name = cfg.MODEL.MEDOE.EXPERT_HEAD
+    if name not in SEM_SEG_HEADS_REGISTRY:
+        raise ConfigError(f"MODEL.MEDOE.EXPERT_HEAD={name!r} is not a registered "
+                          "semantic-segmentation head")
+    head_class = SEM_SEG_HEADS_REGISTRY.get(name)
+    missing = missing_expert_methods(head_class)
+    if missing:
+        raise ConfigError(
+            f"MODEL.MEDOE.EXPERT_HEAD={name!r} cannot serve as a MEDOE expert (missing: "
+            f"{', '.join(missing)}); use a head that subclasses "
+            "longtailseg.modeling.sem_seg.expert.MEDOEExpert, e.g. LongTailDeepLabV3PlusHead"
+        )
+    return head_class
+
+
+def expert_config(cfg, head_class):
+    """The config experts 2..K are built from: the head narrowed to ``MODEL.MEDOE.EXPERT_CHANNELS``
+    channels by its own ``narrow_config``, or ``cfg`` itself for 0 (the head's width)."""
     width = cfg.MODEL.MEDOE.EXPERT_CHANNELS
     check_expert_channels(width)
-    if width == 0:
-        return cfg
-    narrow = cfg.clone()
-    narrow.defrost()
-    head = narrow.MODEL.SEM_SEG_HEAD
-    head.CONVS_DIM = width
-    head.ASPP_CHANNELS = width
-    head.OCR_KEY_CHANNELS = min(head.OCR_KEY_CHANNELS, width)
-    return narrow
+    return cfg if width == 0 else head_class.narrow_config(cfg, width)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class MEDOEHead(nn.Module):
+class MEDOEHead(nn.Module, LongTailPart):
     """Multi-expert decoder (stage 1) and output ensemble (stage 2).
 
-    Each expert is a registered head (context module + classifier); its contract is
-    ``decode(features)`` -> feature map, ``classify(feature)`` -> logits, ``logits_stride``.
-    Expert 1 is the config's head at its own width; experts 2..K are the same head at
-    ``MODEL.MEDOE.EXPERT_CHANNELS``. The experts share the backbone features and, for a head
-    with ``project(features)`` / ``decode(features, projected)`` / ``drop_projection()``
-    (DeepLabV3+: the low-level features' 1x1 projections), expert 1's projection: the other
-    experts hold none. Stage 1 trains every expert on its masked labels; only expert 1 receives
+    Each expert is a registered head implementing :class:`~.expert.MEDOEExpert` (context module +
+    classifier). Expert 1 is the config's head at its own width; experts 2..K are the same head
+    narrowed to ``MODEL.MEDOE.EXPERT_CHANNELS`` by its ``narrow_config``. The experts share the
+    backbone features and, for a head with ``shares_projection`` (DeepLabV3+: the low-level
+    features' 1x1 projections), expert 1's projection: the other experts hold none. Stage 1 trains every expert on its masked labels; only expert 1 receives
     the backbone's features (and the projection's output) with their graph, the others read
     detached copies. With ``ensemble == "MOE"`` the head is in stage 2: the experts are frozen
     (as every stage 2 freezes, see ``engine/stage2.py``) and only the decision-maker is trained.
@@ -82,8 +102,7 @@ class MEDOEHead(nn.Module):
             raise ConfigError(f"{len(experts)} experts but {expert_masks.shape[0]} class sets")
         self.experts = nn.ModuleList(experts)
         # The first expert's projection of the backbone features serves every expert.
-        self.shares_projection = all(hasattr(e, "project") and hasattr(e, "drop_projection")
-                                     for e in experts)
+        self.shares_projection = all(e.shares_projection for e in experts)
         if self.shares_projection:
             for expert in experts[1:]:
                 expert.drop_projection()
@@ -103,9 +122,11 @@ class MEDOEHead(nn.Module):
         self.decision_maker = MOEDecisionMaker(expert_masks) if ensemble == "MOE" else None
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
+    def check_config(cls, cfg):
         medoe = cfg.MODEL.MEDOE
         long_tail = cfg.MODEL.LONG_TAIL
+        check_expert_channels(medoe.EXPERT_CHANNELS)
+        check_ensemble(medoe.ENSEMBLE)
         if medoe.EXPERT_HEAD == cls.__name__:
             raise ConfigError("MODEL.MEDOE.EXPERT_HEAD must name an expert head, e.g. "
                               "LongTailDeepLabV3PlusHead, not MEDOEHead")
@@ -115,11 +136,26 @@ class MEDOEHead(nn.Module):
                 "MEDOEHead trains its experts with their own loss (CE + MODEL.MEDOE.AUX_LOSS_WEIGHT "
                 "x (L2 + KL)); leave MODEL.LONG_TAIL.{LOSS.NAME, BLV, GRW, DISALIGN} at their defaults"
             )
-        try:
-            head_class = SEM_SEG_HEADS_REGISTRY.get(medoe.EXPERT_HEAD)
-        except KeyError:
-            raise ConfigError(f"MODEL.MEDOE.EXPERT_HEAD={medoe.EXPERT_HEAD!r} is not a registered "
-                              "semantic-segmentation head") from None
+        expert_head_class(cfg)
+
+    @classmethod
+    def needs_class_stats(cls, cfg):
+        return True  # the experts' class groups
+
+    @classmethod
+    def second_stage(cls, cfg):
+        medoe = cfg.MODEL.MEDOE
+        return SecondStage("MEDOE's MOE ensemble", medoe.STAGE1_CONFIG) if medoe.ENSEMBLE == "MOE" else None
+
+    @classmethod
+    def needs_test_labels(cls, cfg):
+        return cfg.MODEL.MEDOE.ORACLE
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        cls.check_config(cfg)
+        medoe = cfg.MODEL.MEDOE
+        head_class = expert_head_class(cfg)
         stats = class_stats_from_config(cfg)
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         expert_groups = [groups.split("+") for groups in medoe.EXPERT_CLASS_GROUPS]
@@ -129,13 +165,9 @@ class MEDOEHead(nn.Module):
             raise ConfigError(f"MODEL.MEDOE.EXPERT_CLASS_GROUPS: {e}") from None
         tail = torch.zeros(num_classes, dtype=torch.bool)
         tail[list(stats.groups.get("tail", []))] = True
-        narrow_cfg = expert_config(cfg)
+        narrow_cfg = expert_config(cfg, head_class)
         experts = [head_class(cfg if k == 0 else narrow_cfg, input_shape)
                    for k in range(len(expert_groups))]
-        for expert in experts:
-            if not all(hasattr(expert, a) for a in ("decode", "classify", "logits_stride")):
-                raise ConfigError(f"MODEL.MEDOE.EXPERT_HEAD={medoe.EXPERT_HEAD!r} has no "
-                                  "decode / classify / logits_stride; use a LongTailSeg head")
         logger.info("MEDOE experts (%s): %s", medoe.EXPERT_HEAD, ", ".join(
             f"{k + 1}: {'+'.join(g)} ({int(m.sum())} classes)"
             for k, (g, m) in enumerate(zip(expert_groups, masks))))
@@ -174,7 +206,7 @@ class MEDOEHead(nn.Module):
                     if projected is not None:
                         detached_projected = {name: f.detach() for name, f in projected.items()}
                 inputs, skips = detached, detached_projected
-            decoded = expert.decode(inputs, skips) if self.shares_projection else expert.decode(inputs)
+            decoded = expert.decode(inputs, skips)
             yield expert, expert.classify(decoded)
 
     def iter_expert_logits(self, features, size=None, count=None):

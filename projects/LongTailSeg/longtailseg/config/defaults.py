@@ -1,4 +1,7 @@
-"""add_longtailseg_config: the long-tail keys and their defaults, nothing else."""
+"""add_longtailseg_config: the long-tail keys and their defaults, nothing else.
+
+docs/CONFIG_REFERENCE.md is generated from this file (tools/make_config_reference.py): each key's
+comment is the block of ``#`` lines right above it."""
 from detectron2.config import CfgNode as CN
 
 
