@@ -37,6 +37,7 @@ setup(
     name="longtailseg",
     version="0.1.0",
     description="Long-tailed segmentation (MEDOE, BLV, DisAlign, PAT) for Detectron2",
+    license="Apache-2.0",
     packages=find_packages("projects/LongTailSeg", include=["longtailseg", "longtailseg.*"]),
     package_dir={"": "projects/LongTailSeg"},
     package_data={"longtailseg.model_zoo": model_zoo_configs()},
