@@ -14,9 +14,10 @@ def add_longtailseg_config(cfg):
 
     cfg.MODEL.LONG_TAIL = CN()
     # JSON written by tools/compute_class_stats.py for the first training dataset. "" = resolved
-    # once by tools/train_net.py before the model is built (longtailseg.data.resolve_class_stats):
-    # the class_stats.json beside a local MODEL.WEIGHTS, else OUTPUT_DIR/class_stats.json if it
-    # was counted from the same data, else the training split is counted into that file.
+    # once per run before the model is built (longtailseg.engine.resolve_class_stats, which
+    # tools/train_net.py, Trainer and build_model call): the class_stats.json beside a local
+    # MODEL.WEIGHTS, else OUTPUT_DIR/class_stats.json if it was counted from the same data, else
+    # the training split is counted into that file.
     cfg.MODEL.LONG_TAIL.CLASS_STATS = ""
     # Semantic segmentation groups by share of all training pixels (ignored ones in the total, as
     # in ADE20K's objectInfo150 Ratio): head > HEAD_RATIO, tail <= TAIL_RATIO, body between
@@ -87,7 +88,7 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.LONG_TAIL.DISALIGN.STAGE1_CONFIG = ""
 
     # MEDOE (longtailseg/modeling/sem_seg/medoe.py, math in longtail/experts.py); selected by
-    # MODEL.SEM_SEG_HEAD.NAME: "MEDOEHead". Choices where the paper is silent: projects/LongTailSeg/README.md.
+    # MODEL.SEM_SEG_HEAD.NAME: "MEDOEHead". Choices where the paper is silent: ARCHITECTURE.md.
     cfg.MODEL.MEDOE = CN()
     # The registered head each expert is built from (context module + classifier).
     cfg.MODEL.MEDOE.EXPERT_HEAD = "LongTailDeepLabV3PlusHead"

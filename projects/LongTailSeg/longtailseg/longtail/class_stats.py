@@ -3,7 +3,7 @@
 Pure Python + numpy (no Detectron2): the method modules read frequencies from a
 :class:`ClassStats`, and ``tools/compute_class_stats.py`` produces the JSON file it is stored in.
 
-Group rules (documented choices, see projects/LongTailSeg/README.md):
+Group rules (documented choices, see ARCHITECTURE.md):
 
 * semantic segmentation: by a class's share of all training pixels (ignored pixels included in
   the total, as ADE20K's published Ratio column is), head > 1 %, tail <= 0.1 %, body in between.

@@ -2,7 +2,7 @@
 and Output Ensemble Framework for Long-tailed Semantic Segmentation", arXiv 2308.08213).
 
 The paper's equations did not survive; what its text states and what is chosen here where it is
-silent (see projects/LongTailSeg/README.md, "MEDOE"):
+silent (see ARCHITECTURE.md, "MEDOE"):
 
 * Expert k owns a class set S_k built from the head / body / tail groups, with overlap (expert 1
   all classes, expert 2 body + tail, expert 3 tail). Its logits outside S_k are masked, so its
