@@ -1,8 +1,9 @@
 """LongTailSeg: long-tailed segmentation methods as Detectron2 components.
 
-Importing the package first makes Detectron2 v0.6 work on today's numpy / Pillow / lvis
-(see ``_compat``), then imports the modules whose decorators register datasets, heads and
-evaluators in Detectron2's registries.
+Importing the package checks the installed Detectron2 (``_compat``: one line naming the fix when
+it cannot work), then imports the modules whose decorators register datasets, heads and
+evaluators in Detectron2's registries. Training lives in ``longtailseg.engine`` (``Trainer``,
+``build_model``), imported on use.
 """
 from . import _compat  # noqa: F401  (checks the installed Detectron2; any import order works)
 from .config import add_longtailseg_config  # noqa: F401

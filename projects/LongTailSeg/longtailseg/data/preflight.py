@@ -15,6 +15,7 @@ from PIL import Image
 from detectron2.data import MetadataCatalog
 
 from ..errors import ConfigError, DatasetError, one_line
+from .build import is_sem_seg_dataset
 from .datasets import get_dataset_dicts_checked, prepare_dataset
 from .labels import check_label_values
 
@@ -28,7 +29,7 @@ def _is_lvis(metadata):
 
 def check_num_classes(cfg, dataset_name):
     metadata = prepare_dataset(dataset_name)
-    if cfg.MODEL.META_ARCHITECTURE == "SemanticSegmentor":
+    if is_sem_seg_dataset(dataset_name):
         key, value, names = "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, "stuff_classes"
     else:
         key, value, names = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES, "thing_classes"
