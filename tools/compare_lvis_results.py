@@ -17,15 +17,15 @@ first row, marked ``*`` where larger than the two rows' standard deviations adde
 """
 import argparse
 import glob
-import json
 import os
 import sys
 
 from compare_results import add_run_arguments, print_differences, run_names  # tools/ is on sys.path when run
 from tabulate import tabulate
 
-from longtailseg.errors import ConfigError
+from longtailseg.errors import LongTailSegError, UnreadableFileError, one_line
 from longtailseg.evaluation.seed_summary import check_seed_group, format_mean_std, group_runs, mean_std
+from longtailseg.safe_files import load_json, load_json_lines
 
 METRICS = ("AP", "APr", "APc", "APf")
 TASKS = ("segm", "bbox")
@@ -35,8 +35,11 @@ def read_metrics(run):
     path = os.path.join(run, "metrics.json")
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    records = load_json_lines(path)
+    if not all(isinstance(r, dict) for r in records):
+        raise UnreadableFileError(f"{path} holds lines that are not metrics records; it is not the "
+                                  "metrics.json training writes")
+    return records
 
 
 def read_results(run, dataset=None):
@@ -44,8 +47,11 @@ def read_results(run, dataset=None):
     pattern = os.path.join(run, "inference", dataset or "*", "lvis_results.json")
     matches = sorted(glob.glob(pattern))
     if matches:
-        with open(matches[0]) as f:
-            return json.load(f)
+        results = load_json(matches[0])
+        if not isinstance(results, dict):
+            raise UnreadableFileError(f"{matches[0]} holds a {type(results).__name__}, not LVIS results; "
+                                      "evaluate the run again")
+        return results
     for record in reversed(read_metrics(run)):
         if any(k.startswith("segm/") or k.startswith("bbox/") for k in record):
             return {task: {m: record[f"{task}/{m}"] for m in METRICS if f"{task}/{m}" in record}
@@ -84,12 +90,12 @@ def main(argv=None):
     try:
         for name, runs in group_runs(names, args.runs):
             check_seed_group(name, runs)
-            groups.append((name, runs, [read_results(run, args.dataset) for run in runs]))
-    except (FileNotFoundError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
+            groups.append((name, runs, [read_results(run, args.dataset) for run in runs],
+                           [iteration_time(run) for run in runs]))
+    except (FileNotFoundError, LongTailSegError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    for name, runs, results in groups:
-        timings = [iteration_time(run) for run in runs]
+    for name, runs, results, timings in groups:
         seconds, _, _ = mean_std([s for s, _ in timings])
         iterations = timings[0][1]
         if reference is None:
@@ -102,7 +108,7 @@ def main(argv=None):
         ])
     headers = ["run", "seeds"] + columns + ["s/iter", "vs first", "iters", "train s"]
     print(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
-    print_differences([(name, results) for name, _, results in groups], columns, ap_values)
+    print_differences([(name, results) for name, _, results, _ in groups], columns, ap_values)
     return 0
 
 

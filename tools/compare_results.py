@@ -16,20 +16,20 @@ deviations added.
 """
 import argparse
 import glob
-import json
 import os
 import re
 import sys
 
 from tabulate import tabulate
 
-from longtailseg.errors import ConfigError
+from longtailseg.errors import LongTailSegError, UnreadableFileError, one_line
 from longtailseg.evaluation.seed_summary import (
     check_seed_group,
     difference_rows,
     format_mean_std,
     group_runs,
 )
+from longtailseg.safe_files import load_json
 
 GROUPS = ("head", "body", "tail")
 
@@ -44,12 +44,22 @@ def find_results(path, dataset=None):
     return matches[0]
 
 
+def read_results(run, dataset=None):
+    """The sem_seg results JSON of a run (data only, see longtailseg.safe_files)."""
+    path = find_results(run, dataset)
+    results = load_json(path)
+    if not isinstance(results, dict) or not isinstance(results.get("sem_seg"), dict):
+        raise UnreadableFileError(f"{path} has no \"sem_seg\" results; it is not the "
+                                  "sem_seg_results.json evaluation writes: evaluate the run again")
+    return results
+
+
 def parameter_count(run):
     """The last "model parameters: N" that tools/train_net.py logged in the run's folder."""
     log = os.path.join(run, "log.txt")
     if not os.path.isfile(log):
         return "n/a"
-    with open(log) as f:
+    with open(log, errors="replace") as f:
         counts = re.findall(r"model parameters: ([\d,]+)", f.read())
     return counts[-1] if counts else "n/a"
 
@@ -103,13 +113,9 @@ def main(argv=None):
     try:
         for name, runs in group_runs(names, args.runs):
             check_seed_group(name, runs)
-            results = []
-            for run in runs:
-                with open(find_results(run, args.dataset)) as f:
-                    results.append(json.load(f))
-            groups.append((name, runs, results))
-    except (FileNotFoundError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
+            groups.append((name, runs, [read_results(run, args.dataset) for run in runs]))
+    except (FileNotFoundError, LongTailSegError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     rows = [row(name, results, parameter_count(runs[0]), args.uniform) for name, runs, results in groups]
     headers = ["run", "seeds", "params", "mIoU", "mACC"] + [f"mIoU-{g}" for g in GROUPS] + \

@@ -18,7 +18,6 @@ examples:
 """
 import argparse
 import glob
-import json
 import os
 import sys
 
@@ -28,11 +27,14 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from longtailseg.errors import LongTailSegError, one_line  # noqa: E402
+from longtailseg.safe_files import load_json, load_npy  # noqa: E402
+
 GROUPS = ("head", "body", "tail", "all")
 LVIS_KEYS = ("AP", "APr", "APc", "APf")
 
 
-class ResultsError(Exception):
+class ResultsError(LongTailSegError):
     pass
 
 
@@ -46,15 +48,17 @@ def load_run(path, dataset=None):
     if not files:
         raise ResultsError(f"{path} holds no inference/<dataset>/sem_seg_results.json or lvis_results.json; "
                            "train or evaluate that run first (tools/train_net.py --eval-only)")
-    with open(files[0]) as f:
-        results = json.load(f)
+    results = load_json(files[0])  # data only (longtailseg.safe_files)
+    if not isinstance(results, dict):
+        raise ResultsError(f"{files[0]} holds a {type(results).__name__}, not evaluation results; "
+                           "evaluate the run again with tools/train_net.py --eval-only")
     if os.path.basename(files[0]) == "lvis_results.json":
         return "lvis", results, None
     if "per_class" not in results:
         raise ResultsError(f"{files[0]} has no per-class numbers (written by an older LongTailSeg); "
                            "evaluate the run again with tools/train_net.py --eval-only")
     matrix_file = os.path.join(os.path.dirname(files[0]), "sem_seg_confusion_matrix.npy")
-    matrix = np.load(matrix_file) if os.path.isfile(matrix_file) else None
+    matrix = load_npy(matrix_file) if os.path.isfile(matrix_file) else None  # never unpickles
     return "sem_seg", results, matrix
 
 
@@ -162,8 +166,8 @@ def main(argv=None):
         parser.error(f"--names gives {len(names)} names for {len(args.runs)} runs")
     try:
         loaded = [(name, *load_run(run, args.dataset)) for name, run in zip(names, args.runs)]
-    except (ResultsError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LongTailSegError, OSError, ValueError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     os.makedirs(args.output, exist_ok=True)
     written = []

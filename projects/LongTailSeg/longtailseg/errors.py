@@ -20,6 +20,17 @@ class ConfigError(LongTailSegError, ValueError):
     """A config key has a value the code cannot use."""
 
 
+class UnreadableFileError(LongTailSegError, ValueError):
+    """A results, statistics or data file cannot be read as what it should hold (truncated JSON,
+    not a text file, ...)."""
+
+
+class UntrustedFileError(LongTailSegError):
+    """A weights, config or results file holds something that would run code when read (a pickle
+    global or a YAML tag outside ``longtailseg.safe_files``' allow-list); it is refused, not read.
+    Not a ValueError, so that ``except ValueError`` around config loading cannot reword it."""
+
+
 def one_line(error):
     """The last line of an error's message: exceptions re-raised by DataLoader workers carry the
     worker's traceback in front of our message."""
@@ -29,4 +40,5 @@ def one_line(error):
 
 
 # "longtailseg.errors.DatasetError: " as a re-raised traceback's last line spells it.
-_ERROR_PREFIX = re.compile(r"^([\w.]*\.)?(DatasetError|ClassStatsError|ConfigError|LongTailSegError): ")
+_ERROR_PREFIX = re.compile(r"^([\w.]*\.)?(DatasetError|ClassStatsError|ConfigError|UnreadableFileError|"
+                           r"UntrustedFileError|LongTailSegError): ")

@@ -8,7 +8,11 @@ Detectron2 and Caffe2 checkpoints) that
 * refuses to save non-finite parameters, buffers or optimizer state, so that after a divergence
   ``last_checkpoint`` still names the last good checkpoint;
 * writes the checkpoint and ``last_checkpoint`` under a temporary name and renames them;
-* turns an unreadable file (empty, truncated, not a checkpoint) into a one-line error.
+* turns an unreadable file (empty, truncated, not a checkpoint) into a one-line error;
+* reads every file as data only (``longtailseg.safe_files``): ``.pkl`` through a restricted
+  unpickler instead of Detectron2's ``pickle.load``, everything else with
+  ``torch.load(weights_only=True)``, so that weights, optimizer state or a ``last_checkpoint``
+  from elsewhere cannot run code; a file that would is refused in one line naming it.
 """
 import logging
 import os
@@ -18,8 +22,9 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..errors import LongTailSegError
+from ..errors import LongTailSegError, UnreadableFileError, one_line
 from ..io import write_atomically
+from ..safe_files import load_pickle, load_torch
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +60,49 @@ class LongTailCheckpointer(DetectionCheckpointer):
             raise CheckpointError(f"checkpoint {filename} is empty (0 bytes; an interrupted copy or "
                                   "save?); copy it again or point MODEL.WEIGHTS at another file")
         try:
-            return super()._load_file(filename)
-        except LongTailSegError:
+            return self._read_checkpoint(filename)
+        except UnreadableFileError as e:  # truncated, not a checkpoint: names the file
+            raise CheckpointError(f"checkpoint {one_line(e)}; with --resume, delete it and write the "
+                                  "previous checkpoint's name into last_checkpoint") from None
+        except LongTailSegError:  # UntrustedFileError: refused, one line naming the file
             raise
-        except Exception as e:  # torch.load / pickle: EOFError, RuntimeError, UnpicklingError ...
+        except Exception as e:  # a file that unpickles but holds no checkpoint (AttributeError ...)
             raise CheckpointError(
                 f"checkpoint {filename} cannot be read ({type(e).__name__}: "
                 f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'}); it is truncated "
                 "or not a PyTorch/Detectron2 checkpoint: copy it again, or with --resume delete it and "
                 "write the previous checkpoint's name into last_checkpoint"
             ) from None
+
+    def _read_checkpoint(self, filename):
+        """``DetectionCheckpointer._load_file`` with ``pickle.load`` and ``torch.load`` replaced by
+        the data-only readers; the returned dicts are Detectron2's."""
+        if filename.endswith(".pkl"):
+            data = load_pickle(filename, encoding="latin1")
+            if not isinstance(data, dict):
+                raise CheckpointError(f"{filename} holds a {type(data).__name__}, not a dict of weights; "
+                                      "point MODEL.WEIGHTS at a Detectron2 or Caffe2 .pkl checkpoint")
+            if "model" in data and "__author__" in data:  # Detectron2 model zoo format
+                self.logger.info("Reading a file from '{}'".format(data["__author__"]))
+                return data
+            if "blobs" in data:  # Caffe2 / Detectron1: detection models have "blobs"
+                data = data["blobs"]
+            data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+            return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+        loaded = load_torch(filename)
+        if filename.endswith(".pyth"):  # pycls
+            if not isinstance(loaded, dict) or "model_state" not in loaded:
+                raise CheckpointError(f"cannot load .pyth file {filename}; pycls checkpoints must "
+                                      "contain 'model_state'")
+            model_state = {k: v for k, v in loaded["model_state"].items()
+                           if not k.endswith("num_batches_tracked")}
+            return {"model": model_state, "__author__": "pycls", "matching_heuristics": True}
+        if not isinstance(loaded, dict):
+            raise CheckpointError(f"{filename} holds a {type(loaded).__name__}, not a checkpoint dict; "
+                                  "point MODEL.WEIGHTS at a model_final.pth written by training")
+        if "model" not in loaded:
+            loaded = {"model": loaded}
+        return loaded
 
     def _load_model(self, checkpoint):
         self.last_incompatible = super()._load_model(checkpoint)

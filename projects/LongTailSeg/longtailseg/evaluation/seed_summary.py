@@ -9,15 +9,13 @@ A difference between two rows "exceeds the spread" when ``|mean_a - mean_b| > st
 the two one-standard-deviation intervals do not overlap. With 3 seeds this is a rough screen, not
 a significance test; it is only stated when both rows have at least two seeds.
 """
-import json
 import math
 import os
 import statistics
 from collections import OrderedDict
 
-import yaml
-
 from ..errors import ConfigError
+from ..safe_files import load_json, load_yaml
 
 # Keys that legitimately differ between the seeds of one row: the seed itself, where each run
 # writes, (for a stage 2) the stage-1 weights of the same seed, and the class-statistics file each
@@ -46,12 +44,16 @@ def _flatten(tree, prefix=""):
 
 
 def run_config(run):
-    """The flattened config.yaml that training wrote into a run's OUTPUT_DIR, or None."""
+    """The flattened config.yaml that training wrote into a run's OUTPUT_DIR, or None. Read with
+    ``yaml.safe_load`` (a Python tag or a corrupt file is one ``LongTailSegError`` line)."""
     path = os.path.join(run, "config.yaml") if os.path.isdir(run) else None
     if path is None or not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return _flatten(yaml.safe_load(f) or {})
+    config = load_yaml(path)
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"{path} holds a {type(config).__name__}, not a config; it is not the "
+                          "config.yaml training writes: delete it or train the run again")
+    return _flatten(config or {})
 
 
 def class_statistics(run, cfg):
@@ -60,8 +62,10 @@ def class_statistics(run, cfg):
     candidates = [path, os.path.join(run, os.path.basename(path) or "class_stats.json")]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate):
-            with open(candidate) as f:
-                stats = json.load(f)
+            stats = load_json(candidate)
+            if not isinstance(stats, dict):
+                raise ConfigError(f"{candidate} holds a {type(stats).__name__}, not class statistics; "
+                                  "count them again (tools/compute_class_stats.py)")
             return stats.get("counts"), stats.get("groups")
     return None
 

@@ -75,14 +75,16 @@ def get_checkpoint_url(config_path):
 
 def get_config(config_path, trained=False):
     """The config (a yacs CfgNode with LongTailSeg's keys); with ``trained``, MODEL.WEIGHTS is the
-    entry's checkpoint (``get_checkpoint_url``), else the weights the config starts from."""
+    entry's checkpoint (``get_checkpoint_url``), else the weights the config starts from. Read
+    with ``yaml.safe_load`` (``safe_files.merge_config_file``), never Detectron2's unsafe fallback."""
     from detectron2.config import get_cfg
 
     from ..config import add_longtailseg_config
+    from ..safe_files import merge_config_file
 
     cfg = get_cfg()
     add_longtailseg_config(cfg)
-    cfg.merge_from_file(get_config_file(config_path))
+    merge_config_file(cfg, get_config_file(config_path))
     if trained:
         cfg.MODEL.WEIGHTS = get_checkpoint_url(config_path)
     return cfg
