@@ -16,12 +16,10 @@ The dataset is a folder holding
 import argparse
 import os
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_sem_seg
 
-from longtailseg import add_longtailseg_config
-from longtailseg.engine import Trainer
+from longtailseg.engine import Trainer, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,9 +49,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     classes = register_my_dataset(args.root)
-    cfg = get_cfg()
-    add_longtailseg_config(cfg)
-    cfg.merge_from_file(args.config_file)
+    # Detectron2's config with LongTailSeg's keys (get_cfg() + add_longtailseg_config(cfg)), the
+    # file read as data only (a YAML Python tag is refused).
+    cfg = load_config(args.config_file, freeze=False)
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = ("my_dataset_train",), ("my_dataset_val",)
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = len(classes)
     cfg.MODEL.LONG_TAIL.LOSS.NAME = args.loss

@@ -20,11 +20,11 @@ import glob
 import os
 import sys
 
-from compare_results import add_run_arguments, print_differences, run_names  # tools/ is on sys.path when run
 from tabulate import tabulate
 
 from longtailseg.errors import LongTailSegError, UnreadableFileError, one_line
-from longtailseg.evaluation.seed_summary import check_seed_group, format_mean_std, group_runs, mean_std
+from longtailseg.evaluation.seed_summary import (add_run_arguments, check_seed_group, format_mean_std,
+                                                 group_runs, mean_std, print_differences, run_names)
 from longtailseg.safe_files import load_json, load_json_lines
 
 METRICS = ("AP", "APr", "APc", "APf")

@@ -24,10 +24,12 @@ from tabulate import tabulate
 
 from longtailseg.errors import LongTailSegError, UnreadableFileError, one_line
 from longtailseg.evaluation.seed_summary import (
+    add_run_arguments,
     check_seed_group,
-    difference_rows,
     format_mean_std,
     group_runs,
+    print_differences,
+    run_names,
 )
 from longtailseg.safe_files import load_json
 
@@ -84,22 +86,6 @@ def row(name, results, params, uniform=False):
         for key in metric_keys(uniform)]
 
 
-def add_run_arguments(parser, runs_help):
-    """The arguments of both comparison tools (this one and compare_lvis_results.py)."""
-    parser.add_argument("runs", nargs="+", help=runs_help)
-    parser.add_argument("--dataset", help="evaluation dataset folder under inference/ (default: the first)")
-    parser.add_argument("--names", nargs="*", help="row names (default: the run folders' names)")
-
-
-def run_names(args):
-    """One row name per run, or None (the error printed) when --names does not match the runs."""
-    names = args.names or [os.path.basename(os.path.normpath(r)) for r in args.runs]
-    if len(names) != len(args.runs):
-        print("error: give one --names entry per run", file=sys.stderr)
-        return None
-    return names
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, "OUTPUT_DIRs or sem_seg_results.json files; runs given the same --names "
@@ -126,16 +112,6 @@ def main(argv=None):
     compared = [key for key in metric_keys(args.uniform) if key not in ("pACC", "DiceErr")]
     print_differences([(name, results) for name, _, results in groups], compared, seed_values)
     return 0
-
-
-def print_differences(groups, metrics, values_of):
-    """The difference of every row's mean to the first row's, marked where it exceeds the spread."""
-    if len(groups) < 2:
-        return
-    print(f"\nDifference to {groups[0][0]} (* : larger than the sum of the two standard deviations; "
-          "shown only with at least 2 seeds on both sides)")
-    print(tabulate(difference_rows(groups, metrics, values_of), headers=["run"] + list(metrics),
-                   tablefmt="pipe", disable_numparse=True))
 
 
 if __name__ == "__main__":

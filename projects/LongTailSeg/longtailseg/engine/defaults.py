@@ -8,8 +8,6 @@ frozen and its weights checked the same way everywhere.
 import logging
 import os
 
-import yaml
-
 from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.modeling import build_model as build_detectron2_model
@@ -20,8 +18,9 @@ from .. import data
 from ..config import add_longtailseg_config
 from ..data.build import is_sem_seg_dataset
 from ..data.preflight import check_data
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError
 from ..io import write_text_atomically
+from ..safe_files import merge_config_file
 from ..modeling.extension_points import check_model_config, model_needs_class_stats
 from . import stage2
 from .checkpoint import LongTailCheckpointer, check_complete_load, check_output_dir, check_weights_file
@@ -32,15 +31,14 @@ _KEYS_HELP = "LongTailSeg's keys and defaults are in docs/CONFIG_REFERENCE.md"
 
 
 def load_config(config_file, opts=(), freeze=True):
-    """Detectron2's config with LongTailSeg's keys, the file and ``KEY VALUE`` overrides merged;
-    a missing file, bad YAML, unknown key or value of the wrong type is a one-line ConfigError."""
+    """Detectron2's config with LongTailSeg's keys, the file (read as data only: a YAML Python tag
+    is refused, see ``safe_files``) and ``KEY VALUE`` overrides merged; a missing file, bad YAML,
+    unknown key or value of the wrong type is a one-line ConfigError."""
     cfg = get_cfg()
     add_longtailseg_config(cfg)
     opts = list(opts or [])
-    if not os.path.isfile(config_file):
-        raise ConfigError(f"config file {config_file!r} does not exist; pass --config-file configs/...yaml")
+    merge_config_file(cfg, config_file)  # safe YAML only; its errors are one line already
     try:
-        cfg.merge_from_file(config_file)
         cfg.merge_from_list(opts)
     except AssertionError as e:
         if "odd length" in str(e):  # yacs: KEY without VALUE, or an --option after the overrides
@@ -48,21 +46,13 @@ def load_config(config_file, opts=(), freeze=True):
                 "command-line overrides must be KEY VALUE pairs, after every --option "
                 f"(got {len(opts)} words: {' '.join(map(str, opts))})"
             ) from None
-        raise ConfigError(f"{e.args[0]} (in {config_file} or the command line); fix the key's "
-                          f"spelling ({_KEYS_HELP})") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        raise ConfigError(
-            f"{config_file}" + (f" line {where.line + 1}" if where else "")
-            + f" is not valid YAML ({getattr(e, 'problem', None) or one_line(e)}); fix the file's syntax"
-        ) from None
-    except KeyError as e:  # yacs: an unknown key in a config file
-        raise ConfigError(f"{e.args[0]} (in {config_file} or the command line); fix the key's "
-                          f"spelling ({_KEYS_HELP})") from None
+        raise ConfigError(f"{e.args[0]} (on the command line); fix the key's spelling ({_KEYS_HELP})") from None
+    except KeyError as e:  # yacs: an unknown key
+        raise ConfigError(f"{e.args[0]} (on the command line); fix the key's spelling ({_KEYS_HELP})") from None
     except ValueError as e:  # yacs: a value of the wrong type, e.g. 1 for a float key
         raise ConfigError(
-            f"{e.args[0]} (in {config_file} or the command line); give the value the type of "
-            f"the default ({_KEYS_HELP}; e.g. 1.0, not 1)"
+            f"{e.args[0]} (on the command line); give the value the type of the default "
+            f"({_KEYS_HELP}; e.g. 1.0, not 1)"
         ) from None
     if freeze:
         cfg.freeze()

@@ -12,7 +12,10 @@ a significance test; it is only stated when both rows have at least two seeds.
 import math
 import os
 import statistics
+import sys
 from collections import OrderedDict
+
+from tabulate import tabulate
 
 from ..errors import ConfigError
 from ..safe_files import load_json, load_yaml
@@ -153,3 +156,29 @@ def difference_rows(groups, metrics, values_of, digits=2):
             cells.append(f"{mean_a - mean_b:+.{digits}f}{mark}")
         rows.append(cells)
     return rows
+
+
+def add_run_arguments(parser, runs_help):
+    """The arguments of both comparison tools (compare_results.py, compare_lvis_results.py)."""
+    parser.add_argument("runs", nargs="+", help=runs_help)
+    parser.add_argument("--dataset", help="evaluation dataset folder under inference/ (default: the first)")
+    parser.add_argument("--names", nargs="*", help="row names (default: the run folders' names)")
+
+
+def run_names(args):
+    """One row name per run, or None (the error printed) when --names does not match the runs."""
+    names = args.names or [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    if len(names) != len(args.runs):
+        print("error: give one --names entry per run", file=sys.stderr)
+        return None
+    return names
+
+
+def print_differences(groups, metrics, values_of):
+    """The difference of every row's mean to the first row's, marked where it exceeds the spread."""
+    if len(groups) < 2:
+        return
+    print(f"\nDifference to {groups[0][0]} (* : larger than the sum of the two standard deviations; "
+          "shown only with at least 2 seeds on both sides)")
+    print(tabulate(difference_rows(groups, metrics, values_of), headers=["run"] + list(metrics),
+                   tablefmt="pipe", disable_numparse=True))
