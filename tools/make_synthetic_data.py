@@ -18,6 +18,9 @@ Example:
     python tools/make_synthetic_data.py --root datasets/synthetic_ade20k_profile --profile ade20k
     python tools/make_synthetic_data.py --root datasets/synthetic_lvis_v1_profile --profile lvis_v1
     export DETECTRON2_DATASETS=datasets   # the configs' synthetic_* data sets are then found
+
+A profile is refused in the folder another profile's sets are read from (e.g. --profile ade20k
+into .../synthetic).
 """
 import argparse
 import sys
@@ -29,6 +32,7 @@ from longtailseg.data.synthetic.generator import (
     generate,
     generate_profile,
 )
+from longtailseg.data.synthetic.layout import check_profile_folder
 from longtailseg.errors import LongTailSegError
 
 
@@ -52,6 +56,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        # The sets registered from DETECTRON2_DATASETS/<folder> read that folder's profile: another
+        # profile written there would fail every run that uses them.
+        check_profile_folder(args.root, args.profile)
         if args.profile == "default":
             summary = generate(
                 args.root,

@@ -2,7 +2,6 @@
 and resolving, once per run, which statistics file a config uses (``resolve_class_stats``).
 """
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -18,7 +17,7 @@ from detectron2.utils import comm
 
 from ..errors import ClassStatsError
 from ..longtail import class_stats as cs
-from .datasets import get_dataset_dicts_checked, prepare_dataset
+from .datasets import check_dataset, check_lvis_frequencies, get_dataset_dicts_checked, prepare_dataset
 from .labels import check_label_histogram, check_label_values
 
 logger = logging.getLogger(__name__)
@@ -100,9 +99,8 @@ def count_lvis(dataset_name, progress=True):
     """Instances and images per category; groups from the json's own r / c / f field."""
     _require_train_split(dataset_name)
     dicts = get_dataset_dicts_checked(dataset_name)
-    metadata = MetadataCatalog.get(dataset_name)
-    with open(metadata.json_file) as f:
-        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    metadata = check_dataset(dataset_name)
+    categories = check_lvis_frequencies(dataset_name)  # one line if a frequency is missing
     names = list(metadata.thing_classes)
     instances, images = Counter(), Counter()
     for d in tqdm(dicts, desc=f"counting instances of {dataset_name}", disable=not progress):
@@ -156,8 +154,8 @@ def compute_class_stats(dataset_name, head_ratio=cs.DEFAULT_HEAD_RATIO,
     """Class statistics of a registered training split (sem-seg pixels or LVIS instances)."""
     if object_info:
         return stats_from_ade20k_object_info(dataset_name, object_info, head_ratio, tail_ratio)
-    metadata = prepare_dataset(dataset_name)  # one-line error if absent; fills synthetic metadata
-    if getattr(metadata, "evaluator_type", None) == "lvis" or hasattr(metadata, "json_file"):
+    metadata = check_dataset(dataset_name)  # one line if unregistered or its metadata falls short
+    if metadata.evaluator_type == "lvis":
         return count_lvis(dataset_name, progress)
     return count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers, progress)
 
@@ -204,6 +202,7 @@ def _usable(path, dataset_name, current=None):
     ``current`` fingerprints, when given), else (None, why not)."""
     if not os.path.isfile(path):
         return None, "absent"
+    check_dataset(dataset_name)  # a dataset whose class names cannot be read is one line, not "unusable"
     try:
         stats = cs.load(path)
         cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, path)

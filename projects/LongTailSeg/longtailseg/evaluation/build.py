@@ -8,9 +8,9 @@ import numpy as np
 from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, LVISEvaluator
 from detectron2.utils import comm
 
-from ..data import prepare_dataset
 from ..config import class_stats_from_config
-from ..errors import DatasetError, LongTailSegError
+from ..data.datasets import check_dataset
+from ..errors import LongTailSegError
 from ..io import write_json_atomically
 from .sem_seg_evaluation import LongTailSemSegEvaluator
 
@@ -71,8 +71,8 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     evaluator (results key ``sem_seg``, the official numbers) and the long-tail one (key
     ``sem_seg_long_tail``) run side by side."""
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    metadata = prepare_dataset(dataset_name)
-    evaluator_type = getattr(metadata, "evaluator_type", None)
+    # One line if the set is unregistered, of another evaluator_type or lacks a key it needs.
+    evaluator_type = check_dataset(dataset_name).evaluator_type
     if evaluator_type in ("sem_seg", "cityscapes_sem_seg"):
         stats = class_stats_from_config(cfg)
         cityscapes = evaluator_type == "cityscapes_sem_seg"
@@ -90,13 +90,8 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
         if not cityscapes:
             return long_tail
         return DatasetEvaluators([SavedCityscapesSemSegEvaluator(dataset_name, output_folder), long_tail])
-    if evaluator_type == "lvis":
-        # Tasks from the config: Detectron2 infers them from the predictions, and a model that
-        # predicts nothing (early in training) would then silently skip segm.
-        tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-        return SavedLVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
-                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
-    raise DatasetError(
-        f"dataset {dataset_name} has evaluator_type {evaluator_type!r}; LongTailSeg evaluates "
-        "sem_seg, cityscapes_sem_seg and lvis sets: fix DATASETS.TEST"
-    )
+    # lvis. Tasks from the config: Detectron2 infers them from the predictions, and a model that
+    # predicts nothing (early in training) would then silently skip segm.
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    return SavedLVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
+                              max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)

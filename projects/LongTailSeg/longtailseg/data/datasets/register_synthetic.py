@@ -1,14 +1,17 @@
-"""Dataset registration: the built-in synthetic long-tailed sets, and a loading guard for all sets.
+"""The built-in synthetic long-tailed sets, registered from ``$DETECTRON2_DATASETS`` on import.
 
-The synthetic sets live under ``$DETECTRON2_DATASETS/synthetic`` in the real on-disk formats
+The sets live under ``$DETECTRON2_DATASETS/synthetic`` in the real on-disk formats
 (ADEChallengeData2016, Cityscapes gtFine, LVIS v1 json + COCO image folders), written by
 ``tools/make_synthetic_data.py``, and are read with Detectron2's own loaders; the sets with the
 real data sets' class profiles (``--profile ade20k`` / ``lvis_v1``) live beside it in
-``synthetic_ade20k_profile/`` and ``synthetic_lvis_v1_profile/``. The real ADE20K,
-Cityscapes and LVIS sets are Detectron2's builtin registrations (``ade20k_sem_seg_train``,
+``synthetic_ade20k_profile/`` and ``synthetic_lvis_v1_profile/``. The real ADE20K, Cityscapes and
+LVIS sets are Detectron2's builtin registrations (``ade20k_sem_seg_train``,
 ``cityscapes_fine_sem_seg_train``, ``lvis_v1_train``...); nothing is re-registered for them.
+
+Registering reads no file: the class names and colours of ``synthetic_classes.json`` are read on
+first access (:class:`~.metadata.FileMetadata`), so an absent or stale folder costs nothing
+until a run uses it, and then one line naming the file and the fix.
 """
-import contextlib
 import functools
 import os
 
@@ -17,12 +20,11 @@ from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
 from detectron2.data.datasets.lvis import load_lvis_json
 
-from ..errors import DatasetError
-from .synthetic.layout import PROFILE_FOLDERS, generate_command, read_synthetic_classes
+from ...errors import DatasetError
+from ..synthetic.layout import PROFILE_FOLDERS, generate_command, read_synthetic_classes
+from .metadata import FileMetadata
 
-SYNTHETIC_FOLDER = PROFILE_FOLDERS["default"]
-# The synthetic sets: name -> (class profile, on-disk layout, split). Each layout's evaluator_type
-# is set when the set is registered; the class names when synthetic_classes.json exists.
+# The synthetic sets: name -> (class profile, on-disk layout, split).
 SYNTHETIC_SPLITS = {
     **{f"synthetic_{layout}_{split}": ("default", layout, split)
        for layout in ("ade_sem_seg", "cityscapes_sem_seg", "lvis") for split in ("train", "val")},
@@ -34,6 +36,25 @@ SYNTHETIC_DATASETS = list(SYNTHETIC_SPLITS)
 _EVALUATOR_TYPES = {"ade_sem_seg": "sem_seg", "cityscapes_sem_seg": "sem_seg", "lvis": "lvis"}
 # Folder names of each split in the three layouts (ADEChallengeData2016, Cityscapes, COCO images).
 _SPLIT_FOLDERS = {"train": ("training", "train", "train2017"), "val": ("validation", "val", "val2017")}
+
+
+class SyntheticMetadata(FileMetadata):
+    """Metadata of a synthetic sem-seg set: ``stuff_classes`` / ``stuff_colors`` come from
+    ``<synthetic_root>/synthetic_classes.json`` when first read."""
+
+    FILE_KEYS = ("stuff_classes", "stuff_colors")
+
+    def read_file_keys(self):
+        classes = read_synthetic_classes(self.synthetic_root, self.synthetic_profile, self.FILE_KEYS,
+                                         from_env=self.registered_from_env)
+        names, colors = self.FILE_KEYS
+        return {names: list(classes[names]), colors: [tuple(c) for c in classes[colors]]}
+
+
+class SyntheticLVISMetadata(SyntheticMetadata):
+    """Metadata of a synthetic LVIS-layout set: ``thing_classes`` / ``thing_colors`` from the file."""
+
+    FILE_KEYS = ("thing_classes", "thing_colors")
 
 
 def _default_root(profile="default"):
@@ -63,10 +84,13 @@ def _synthetic_paths(root, layout, split):
 
 
 def _load_synthetic(name, root):
-    """Dataset function: check the files first (one-line error), then Detectron2's loader."""
+    """Dataset function: the classes file and the folders first (one-line errors), then
+    Detectron2's loader."""
     profile, layout, split = SYNTHETIC_SPLITS[name]
     images, labels = _synthetic_paths(root, layout, split)
-    _set_synthetic_class_names(name, root)
+    metadata = MetadataCatalog.get(name)
+    if isinstance(metadata, FileMetadata):  # unless replaced since registration
+        metadata.load()
     _require_path(labels, root, profile)
     if layout == "lvis":
         return load_lvis_json(labels, images, dataset_name=None)
@@ -76,73 +100,36 @@ def _load_synthetic(name, root):
     return load_cityscapes_semantic(images, labels)
 
 
-def _set_synthetic_class_names(name, root):
-    """Class names and colours from ``synthetic_classes.json``, once the data exists."""
-    metadata = MetadataCatalog.get(name)
-    profile, layout, _ = SYNTHETIC_SPLITS[name]
-    kind = "thing" if layout == "lvis" else "stuff"
-    if not hasattr(metadata, f"{kind}_classes"):
-        classes = read_synthetic_classes(root, profile)  # DatasetError naming the file and the fix
-        metadata.set(**{f"{kind}_classes": list(classes[f"{kind}_classes"]),
-                        f"{kind}_colors": [tuple(c) for c in classes[f"{kind}_colors"]]})
-    return metadata
-
-
 def register_synthetic_datasets(root=None, profile="default"):
     """(Re-)register the synthetic sets of a class profile (``default``, ``ade20k``, ``lvis_v1``)
     from ``root`` (default ``$DETECTRON2_DATASETS/synthetic``, ``.../synthetic_ade20k_profile``,
-    ``.../synthetic_lvis_v1_profile``) with their metadata; class names are added when
-    ``synthetic_classes.json`` exists.
+    ``.../synthetic_lvis_v1_profile``) with their metadata; reads no file. Returns the root.
 
     Calling it again with another root replaces the earlier registration.
     """
+    from_env = root is None
     root = os.path.abspath(root or _default_root(profile))
     for name, (set_profile, layout, split) in SYNTHETIC_SPLITS.items():
         if set_profile != profile:
             continue
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
         DatasetCatalog.register(name, functools.partial(_load_synthetic, name, root))
         images, labels = _synthetic_paths(root, layout, split)
         location = ({"json_file": labels} if layout == "lvis"
                     else {"sem_seg_root": labels, "ignore_label": 255})
-        MetadataCatalog.get(name).set(synthetic_root=root, image_root=images,
-                                      evaluator_type=_EVALUATOR_TYPES[layout], **location)
-        if os.path.isfile(os.path.join(root, "synthetic_classes.json")):
-            _set_synthetic_class_names(name, root)
+        metadata_class = SyntheticLVISMetadata if layout == "lvis" else SyntheticMetadata
+        MetadataCatalog[name] = metadata_class(
+            name=name, synthetic_root=root, synthetic_profile=profile, registered_from_env=from_env,
+            image_root=images, evaluator_type=_EVALUATOR_TYPES[layout], **location)
     return root
 
 
-def prepare_dataset(name):
-    """Make sure ``name`` is registered and its metadata complete, else a one-line error."""
-    if name not in DatasetCatalog.list():
-        raise DatasetError(
-            f"dataset {name!r} is not registered; use one of Detectron2's builtin names "
-            f"(e.g. ade20k_sem_seg_train, lvis_v1_train) or {', '.join(SYNTHETIC_DATASETS)}"
-        )
-    metadata = MetadataCatalog.get(name)
-    if name in SYNTHETIC_SPLITS:
-        _set_synthetic_class_names(name, metadata.synthetic_root)
-    return metadata
+def register_all_synthetic():
+    for profile in PROFILE_FOLDERS:
+        register_synthetic_datasets(profile=profile)
 
 
-@contextlib.contextmanager
-def missing_files_reported(names):
-    """Turn a loader's FileNotFoundError into a one-line DatasetError naming the path."""
-    try:
-        yield
-    except FileNotFoundError as e:
-        path = e.filename or str(e)
-        raise DatasetError(
-            f"dataset {', '.join(names)}: {path} does not exist; put the data under "
-            f"DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', 'datasets')} as "
-            "datasets/README.md describes, or set DETECTRON2_DATASETS"
-        ) from None
-
-
-def get_dataset_dicts_checked(name):
-    """``DatasetCatalog.get`` with missing files of any registered set reported in one line."""
-    prepare_dataset(name)
-    with missing_files_reported([name]):
-        return DatasetCatalog.get(name)
+register_all_synthetic()

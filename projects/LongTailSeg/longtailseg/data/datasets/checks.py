@@ -1,0 +1,118 @@
+"""The rules a registered dataset must meet for LongTailSeg to train, count and evaluate on it,
+in one place.
+
+A dataset of your own (a ``register_<family>.py`` beside ``register_synthetic.py``, or
+``DatasetCatalog.register`` / ``MetadataCatalog.get(name).set(...)`` in your script) passes
+:func:`check_dataset` when:
+
+* it is registered in ``DatasetCatalog``;
+* its metadata's ``evaluator_type`` is one of
+
+  - ``sem_seg`` (semantic segmentation: the long-tail evaluator),
+  - ``cityscapes_sem_seg`` (the same plus Cityscapes' own evaluator),
+  - ``lvis`` (instance segmentation: Detectron2's LVISEvaluator);
+
+* semantic segmentation: ``stuff_classes`` (class id ``i`` is ``stuff_classes[i]``; the class
+  statistics and MODEL.SEM_SEG_HEAD.NUM_CLASSES follow its length) and ``ignore_label`` (the label
+  value that is neither trained on nor evaluated, 255 in Detectron2's sets);
+* LVIS: ``thing_classes`` and ``json_file``, the LVIS json whose categories each carry a
+  ``frequency`` of ``r``, ``c`` or ``f``: the head / body / tail groups of the class statistics
+  and APr / APc / APf come from it. :func:`check_lvis_frequencies` reads the json to check this
+  (the loaders and the class count read it anyway).
+
+Each failure is a one-line :class:`~longtailseg.errors.DatasetError` naming the dataset, the
+metadata key and the fix. Metadata that lives in a file (``FileMetadata``) is read by these
+checks, so a missing or malformed file is reported here too, naming the file.
+"""
+import json
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ...errors import DatasetError
+from .register_synthetic import SYNTHETIC_DATASETS
+
+SEM_SEG_KEYS = ("stuff_classes", "ignore_label")
+LVIS_KEYS = ("thing_classes", "json_file")
+# evaluator_type -> the metadata keys a dataset of that type must have.
+REQUIRED_KEYS = {"sem_seg": SEM_SEG_KEYS, "cityscapes_sem_seg": SEM_SEG_KEYS, "lvis": LVIS_KEYS}
+_WHAT = {
+    "stuff_classes": "the list of class names, id i -> stuff_classes[i]",
+    "ignore_label": "the label value that is not trained on or evaluated, e.g. 255",
+    "thing_classes": "the list of category names, contiguous id i -> thing_classes[i]",
+    "json_file": "the path of the LVIS json the evaluator reads",
+}
+LVIS_FREQUENCIES = ("r", "c", "f")
+
+
+def check_registered(name):
+    """``name`` is in DatasetCatalog, else a one-line error naming the choices."""
+    if name not in DatasetCatalog.list():
+        raise DatasetError(
+            f"dataset {name!r} is not registered; use one of Detectron2's builtin names "
+            f"(e.g. ade20k_sem_seg_train, lvis_v1_train) or {', '.join(SYNTHETIC_DATASETS)}, "
+            "or register it before the config is built (see longtailseg/data/datasets/checks.py)"
+        )
+
+
+def check_dataset(name):
+    """The rules of this module's docstring (all but the LVIS json's contents); returns the
+    dataset's metadata, with any metadata that lives in a file read."""
+    check_registered(name)
+    metadata = MetadataCatalog.get(name)
+    evaluator_type = metadata.get("evaluator_type")
+    if evaluator_type not in REQUIRED_KEYS:
+        raise DatasetError(
+            f"dataset {name}: metadata 'evaluator_type' is {evaluator_type!r}; LongTailSeg trains "
+            f"and evaluates {', '.join(REQUIRED_KEYS)} sets: set it when registering, e.g. "
+            f"MetadataCatalog.get({name!r}).set(evaluator_type='sem_seg'), or fix DATASETS.TRAIN / TEST"
+        )
+    for key in REQUIRED_KEYS[evaluator_type]:
+        value = metadata.get(key)  # a FileMetadata key is read here (one line if its file is bad)
+        if key.endswith("_classes"):
+            usable = isinstance(value, (list, tuple)) and len(value) > 0
+        elif key == "ignore_label":
+            usable = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            usable = isinstance(value, str) and bool(value)
+        if not usable:
+            raise DatasetError(
+                f"dataset {name} ({evaluator_type}): metadata {key!r} is "
+                f"{'missing' if value is None else repr(value)[:60]}; set it ({_WHAT[key]}) when "
+                f"registering: MetadataCatalog.get({name!r}).set({key}=...)"
+            )
+    return metadata
+
+
+def check_lvis_frequencies(name):
+    """The categories of an LVIS set's ``json_file``, sorted by id, each checked to carry a
+    ``frequency`` r / c / f and to match ``thing_classes`` in number; else one line."""
+    metadata = check_dataset(name)
+    path = metadata.json_file
+    try:
+        with open(path) as f:
+            categories = json.load(f)["categories"]
+    except FileNotFoundError:
+        raise DatasetError(
+            f"dataset {name}: {path} (metadata 'json_file') does not exist; put the LVIS json there "
+            f"(DETECTRON2_DATASETS={os.getenv('DETECTRON2_DATASETS', 'datasets')}, see "
+            "datasets/README.md) or fix the registration"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(
+            f"dataset {name}: {path} (metadata 'json_file') is not an LVIS json with 'categories' "
+            f"({type(e).__name__}: {str(e)[:80]}); use the official LVIS json (datasets/README.md)"
+        ) from None
+    lacking = [c.get("name", c.get("id")) for c in categories if c.get("frequency") not in LVIS_FREQUENCIES]
+    if lacking:
+        raise DatasetError(
+            f"{path}: {len(lacking)} categories have no 'frequency' r/c/f (e.g. "
+            f"{lacking[0]!r}), which LVIS evaluation groups AP by; use the official LVIS json "
+            "(datasets/README.md)"
+        )
+    if len(categories) != len(metadata.thing_classes):
+        raise DatasetError(
+            f"dataset {name}: {path} has {len(categories)} categories but metadata 'thing_classes' "
+            f"has {len(metadata.thing_classes)}; register the thing_classes of that json"
+        )
+    return sorted(categories, key=lambda c: c["id"])
