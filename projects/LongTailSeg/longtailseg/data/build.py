@@ -2,27 +2,18 @@
 missing files."""
 from PIL import Image
 
-from detectron2.data import (DatasetMapper, MetadataCatalog, build_detection_test_loader,
-                             build_detection_train_loader)
+from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 from detectron2.data import transforms as T
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 
 from ..errors import DatasetError, one_line
-from .datasets import missing_files_reported, prepare_dataset
+from .datasets import is_sem_seg_dataset, missing_files_reported, prepare_dataset
 from .labels import check_label_values
 from .resumable import PositionedDataset, PositionSampler
 
 
-# Datasets whose dicts hold sem_seg_file_name: Detectron2's evaluator types for them.
-SEM_SEG_EVALUATOR_TYPES = ("sem_seg", "cityscapes_sem_seg")
-
-
-def is_sem_seg_dataset(name):
-    """Whether a registered dataset is labelled per pixel (decided by its metadata, as Detectron2's
-    DeepLab project chooses its training mapper)."""
-    return MetadataCatalog.get(name).get("evaluator_type") in SEM_SEG_EVALUATOR_TYPES
 
 
 def build_sem_seg_train_augmentations(cfg):

@@ -4,7 +4,6 @@ Each finds in seconds what would otherwise stop a run after hours of training or
 inference pass: an empty or incomplete split, a class count that is not the dataset's, an
 out-of-range validation label, LVIS categories without the frequency the evaluator groups by.
 """
-import json
 import logging
 import multiprocessing
 import os
@@ -15,8 +14,7 @@ from PIL import Image
 from detectron2.data import MetadataCatalog
 
 from ..errors import ConfigError, DatasetError, one_line
-from .build import is_sem_seg_dataset
-from .datasets import get_dataset_dicts_checked, prepare_dataset
+from .datasets import check_lvis_frequencies, get_dataset_dicts_checked, is_sem_seg_dataset, prepare_dataset
 from .labels import check_label_values
 
 logger = logging.getLogger(__name__)
@@ -84,20 +82,6 @@ def check_complete_split(cfg, dataset_name):
                 f"{absent[0]}); restore them, or set DATASETS.ALLOW_MISSING_FILES True to skip them"
             )
     return dicts
-
-
-def check_lvis_frequencies(dataset_name):
-    """LVIS evaluation groups AP by each category's ``frequency``: refuse a json without it."""
-    metadata = MetadataCatalog.get(dataset_name)
-    with open(metadata.json_file) as f:
-        categories = json.load(f)["categories"]
-    lacking = [c.get("name", c.get("id")) for c in categories if c.get("frequency") not in ("r", "c", "f")]
-    if lacking:
-        raise DatasetError(
-            f"{metadata.json_file}: {len(lacking)} categories have no 'frequency' r/c/f (e.g. "
-            f"{lacking[0]!r}), which LVIS evaluation groups AP by; use the official LVIS json "
-            "(datasets/README.md)"
-        )
 
 
 def _label_values_job(job):

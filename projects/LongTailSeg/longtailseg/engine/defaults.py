@@ -16,7 +16,7 @@ from detectron2.utils.logger import setup_logger
 
 from .. import data
 from ..config import add_longtailseg_config
-from ..data.build import is_sem_seg_dataset
+from ..data.datasets import is_sem_seg_dataset
 from ..data.preflight import check_data
 from ..errors import ConfigError
 from ..io import write_text_atomically

@@ -8,6 +8,6 @@ below; its sets must pass ``checks.check_dataset``.
 """
 from . import register_synthetic  # noqa: F401  (registers the synthetic sets)
 from .catalog import get_dataset_dicts_checked, missing_files_reported, prepare_dataset  # noqa: F401
-from .checks import check_dataset, check_lvis_frequencies  # noqa: F401
+from .checks import check_dataset, check_lvis_frequencies, is_sem_seg_dataset  # noqa: F401
 from .metadata import FileMetadata  # noqa: F401
 from .register_synthetic import SYNTHETIC_DATASETS, register_synthetic_datasets  # noqa: F401

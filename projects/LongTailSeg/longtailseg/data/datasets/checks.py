@@ -36,6 +36,13 @@ SEM_SEG_KEYS = ("stuff_classes", "ignore_label")
 LVIS_KEYS = ("thing_classes", "json_file")
 # evaluator_type -> the metadata keys a dataset of that type must have.
 REQUIRED_KEYS = {"sem_seg": SEM_SEG_KEYS, "cityscapes_sem_seg": SEM_SEG_KEYS, "lvis": LVIS_KEYS}
+SEM_SEG_EVALUATOR_TYPES = ("sem_seg", "cityscapes_sem_seg")
+
+
+def is_sem_seg_dataset(name):
+    """Whether a registered dataset is labelled per pixel, by its metadata's ``evaluator_type`` (as
+    Detectron2's DeepLab project chooses its training mapper); reads no file."""
+    return MetadataCatalog.get(name).get("evaluator_type") in SEM_SEG_EVALUATOR_TYPES
 _WHAT = {
     "stuff_classes": "the list of class names, id i -> stuff_classes[i]",
     "ignore_label": "the label value that is not trained on or evaluated, e.g. 255",
