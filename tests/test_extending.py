@@ -18,12 +18,11 @@ import yaml
 from conftest import REPO, TINY_TRAINING, instance_batch, random_batch, tiny_cfg
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.modeling import build_model as build_detectron2_model
 from detectron2.utils.events import EventStorage
 
-from longtailseg import add_longtailseg_config
-from longtailseg.engine import Trainer, build_model, stage2
+from longtailseg.engine import Trainer, build_model, load_config, stage2
 from longtailseg.errors import ConfigError
 from longtailseg.longtail import class_stats as cs
 from longtailseg.longtail.losses import build_loss
@@ -73,12 +72,9 @@ def recipe(key):
 
 def config_with(add_config, config, output_dir, *opts):
     """A config of configs/``config`` shrunk by TINY_TRAINING, the recipe's keys added first."""
-    cfg = get_cfg()
-    add_longtailseg_config(cfg)
-    add_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, "configs", config))
-    cfg.merge_from_list(TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + [str(o) for o in opts])
-    return cfg
+    return load_config(os.path.join(REPO, "configs", config),
+                       TINY_TRAINING + ["OUTPUT_DIR", str(output_dir)] + [str(o) for o in opts],
+                       freeze=False, add_config=[add_config])
 
 
 def sgd_losses(model, batch, steps, lr):

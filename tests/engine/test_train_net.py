@@ -95,7 +95,7 @@ def test_wrong_config_key_is_one_line_error(tmp_path):
     proc = run_tool("train_net.py", "--config-file", CONFIG, "MODEL.LONG_TAIL.CLASS_STAT", "x.json",
                     check=False)
     line = _one_line_error(proc)
-    assert "MODEL.LONG_TAIL.CLASS_STAT" in line and "config.py" in line
+    assert "MODEL.LONG_TAIL.CLASS_STAT" in line and "CONFIG_REFERENCE.md" in line
 
 
 def test_option_after_the_overrides_is_one_line_error(tmp_path):

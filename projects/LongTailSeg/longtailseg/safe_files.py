@@ -42,7 +42,7 @@ from .errors import ConfigError, LongTailSegError, UnreadableFileError, Untruste
 logger = logging.getLogger(__name__)
 
 _BASE_KEY = "_BASE_"  # fvcore.common.config.BASE_KEY
-_KEYS_HELP = "LongTailSeg's keys and defaults are in docs/CONFIG_REFERENCE.md"
+_KEYS_HELP = "LongTailSeg's keys and defaults: docs/CONFIG_REFERENCE.md, or longtailseg/config/defaults.py"
 
 
 # ---------------------------------------------------------------------------------------- pickle

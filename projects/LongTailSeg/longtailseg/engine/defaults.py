@@ -27,15 +27,18 @@ from .checkpoint import LongTailCheckpointer, check_complete_load, check_output_
 from .weights import ensure_weights_available
 
 logger = logging.getLogger(__name__)
-_KEYS_HELP = "LongTailSeg's keys and defaults are in docs/CONFIG_REFERENCE.md"
+_KEYS_HELP = "LongTailSeg's keys and defaults: docs/CONFIG_REFERENCE.md, or longtailseg/config/defaults.py"
 
 
-def load_config(config_file, opts=(), freeze=True):
-    """Detectron2's config with LongTailSeg's keys, the file (read as data only: a YAML Python tag
-    is refused, see ``safe_files``) and ``KEY VALUE`` overrides merged; a missing file, bad YAML,
-    unknown key or value of the wrong type is a one-line ConfigError."""
+def load_config(config_file, opts=(), freeze=True, add_config=()):
+    """Detectron2's config with LongTailSeg's keys (and those each function of ``add_config``
+    adds: a project of one's own), the file (read as data only: a YAML Python tag is refused, see
+    ``safe_files``) and ``KEY VALUE`` overrides merged; a missing file, bad YAML, unknown key or
+    value of the wrong type is a one-line ConfigError."""
     cfg = get_cfg()
     add_longtailseg_config(cfg)
+    for add in add_config:
+        add(cfg)
     opts = list(opts or [])
     merge_config_file(cfg, config_file)  # safe YAML only; its errors are one line already
     try:
@@ -95,12 +98,13 @@ def setup_logging(cfg):
         setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="longtailseg")
 
 
-def setup(args):
+def setup(args, add_config=()):
     """The run's config from ``default_argument_parser``'s ``args``: checked (model values first,
     before any data is read; stage-1 weights of a second stage; the weights to evaluate; the
     output folder), logged, and with its class statistics resolved once (counted or reused)
-    before it is frozen; OUTPUT_DIR/config.yaml holds the resolved path."""
-    cfg = load_config(args.config_file, args.opts, freeze=False)
+    before it is frozen; OUTPUT_DIR/config.yaml holds the resolved path. ``add_config``: as for
+    ``load_config``."""
+    cfg = load_config(args.config_file, args.opts, freeze=False, add_config=add_config)
     check_model_config(cfg)  # before any data is read
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
