@@ -71,7 +71,7 @@ def forbidden_arrows(package=PACKAGE):
             target = top_package(target_module)
             if target is None or target == source or target not in LAYERS:
                 continue
-            if LAYERS[target] >= LAYERS[source] or (source, target) in FORBIDDEN:
+            if LAYERS[target] > LAYERS[source] or (source, target) in FORBIDDEN:
                 arrows.append(f"{module} (line {line}) imports {target_module}: "
                               f"{source} may not import {target}")
     return sorted(set(arrows))
