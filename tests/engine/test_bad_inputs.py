@@ -257,3 +257,22 @@ def test_comparison_tools_name_a_damaged_results_file(tool, damage, trained_base
     proc = run_tool(tool, run, *(["--output", tmp_path / "figures"] if tool == "plot_results.py" else []),
                     check=False)
     _one_line_error(proc, results)
+
+
+@pytest.mark.parametrize("argv, repeated", [
+    (["--config-file", "a.yaml", "--config", "b.yaml"], "--config-file"),  # an abbreviation
+    (["--config-file=a.yaml", "--resume", "--config-file", "b.yaml"], "--config-file"),
+    (["--num-gpus", "2", "--num-gpus=1", "--config-file", "a.yaml"], "--num-gpus"),
+    (["--config-file", "a.yaml", "--resume", "--resume", "OUTPUT_DIR", "--config-file"], None),  # flag; override
+])
+def test_repeated_options_are_found_in_every_spelling(argv, repeated):
+    from detectron2.engine import default_argument_parser
+
+    from longtailseg.engine.config_checks import check_repeated_options
+    from longtailseg.errors import ConfigError
+
+    if repeated is None:
+        check_repeated_options(default_argument_parser(), argv)
+        return
+    with pytest.raises(ConfigError, match=f"^{repeated} is given 2 times"):
+        check_repeated_options(default_argument_parser(), argv)

@@ -227,8 +227,8 @@ def resolve_class_stats(cfg):
     * MODEL.LONG_TAIL.CLASS_STATS set: that file, checked against DATASETS.TRAIN[0]'s classes.
     * Otherwise, in order: the ``class_stats.json`` beside a local MODEL.WEIGHTS (the statistics
       of the run that made the weights: stage 2 and ``--eval-only`` reuse them without reading a
-      training label); ``OUTPUT_DIR/class_stats.json`` when it was counted from the data the
-      training split has now (label file names and sizes); else the split is counted, which
+      training label) and ``OUTPUT_DIR/class_stats.json``, each when it was counted from the
+      data the training split has now (label file names and sizes); else the split is counted, which
       also checks every training label. The result is kept as ``OUTPUT_DIR/class_stats.json``.
 
     The main process decides and writes; the others wait and read the same path.

@@ -10,6 +10,8 @@ from ..errors import DatasetError
 # Pillow modes whose pixels are class ids: 8-bit grey, palette (its indices, not its colours),
 # 16- and 32-bit integers.
 LABEL_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I")
+_KINDS = {"RGB": "an RGB", "RGBA": "an RGBA", "LA": "a grey + alpha", "PA": "a palette + alpha",
+          "CMYK": "a CMYK", "1": "a 1-bit", "F": "a floating-point"}
 _CONVERT = ("convert the labels with the dataset's datasets/prepare_*.py script "
             "(one channel of class ids 0..C-1, 255 ignore)")
 
@@ -23,8 +25,9 @@ def read_label(path: str) -> np.ndarray:
         with PathManager.open(path, "rb") as f, Image.open(f) as image:
             mode = image.mode
             if mode not in LABEL_MODES:
+                kind = _KINDS.get(mode, f"a Pillow mode {mode!r}")
                 raise DatasetError(
-                    f"label file {path} is a {mode} image, not a single-channel PNG of class ids; {_CONVERT}")
+                    f"label file {path} is {kind} image, not a single-channel PNG of class ids; {_CONVERT}")
             return np.asarray(image)
     except FileNotFoundError:
         raise DatasetError(f"label file {path} does not exist; restore it or remove its image "
@@ -32,7 +35,8 @@ def read_label(path: str) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, DatasetError):
             raise
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = ("not an image format Pillow reads" if isinstance(e, UnidentifiedImageError)
+                  else str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise DatasetError(f"label file {path} cannot be read ({reason}: truncated or not a PNG); "
                            "replace the file") from None
 
