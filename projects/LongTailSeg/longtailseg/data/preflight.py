@@ -116,10 +116,11 @@ def check_loaded_images(dataset_name, dicts):
                       and os.path.abspath(os.path.join(image_root, f)) not in loaded)
     if left_out:
         extensions = sorted({os.path.splitext(d["file_name"])[1] for d in dicts}) or ["?"]
+        ade20k = " (ADE20K images are .jpg)" if extensions == [".jpg"] else ""
         raise DatasetError(
             f"dataset {dataset_name}: {left_out[0]} is not read by its loader, which reads "
             f"{'/'.join(extensions)} images only ({len(left_out)} such file(s)); convert it to "
-            f"{extensions[0]} (ADE20K images are .jpg) or remove it and its label")
+            f"{extensions[0]}{ade20k} or remove it and its label")
 
 
 def check_data(cfg, eval_only=False):
