@@ -227,7 +227,16 @@ def write_png(image_rgb, path):
     write_bytes_atomically(buffer.getvalue(), path)
 
 
+def check_output_folder(folder):
+    """--output must be a folder (made when missing): an existing file there is refused before
+    the model is built, not after the first drawing."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise LongTailSegError(f"--output {folder} is a file, not a folder; name a folder for the "
+                               "drawings (it is created when missing)")
+
+
 def main(args):
+    check_output_folder(args.output)
     inputs = expand_inputs(args.input)
     outputs = output_paths(inputs, args.output)
     with tempfile.TemporaryDirectory(prefix="longtailseg-demo-") as class_stats_dir:

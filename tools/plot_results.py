@@ -57,6 +57,9 @@ def load_run(path, dataset=None):
     if "per_class" not in results:
         raise ResultsError(f"{files[0]} has no per-class numbers (written by an older LongTailSeg); "
                            "evaluate the run again with tools/train_net.py --eval-only")
+    if not isinstance(results.get("sem_seg"), dict) or not isinstance(results["per_class"], list):
+        raise ResultsError(f"{files[0]} is not the sem_seg_results.json evaluation writes (no \"sem_seg\" "
+                           "metrics or \"per_class\" list); evaluate the run again with tools/train_net.py --eval-only")
     matrix_file = os.path.join(os.path.dirname(files[0]), "sem_seg_confusion_matrix.npy")
     matrix = load_npy(matrix_file) if os.path.isfile(matrix_file) else None  # never unpickles
     return "sem_seg", results, matrix
@@ -165,6 +168,9 @@ def main(argv=None):
     if len(names) != len(args.runs):
         parser.error(f"--names gives {len(names)} names for {len(args.runs)} runs")
     try:
+        if os.path.exists(args.output) and not os.path.isdir(args.output):
+            raise ResultsError(f"--output {args.output} is a file, not a folder; name a folder for the "
+                               "figures (it is created when missing)")
         loaded = [(name, *load_run(run, args.dataset)) for name, run in zip(names, args.runs)]
     except (LongTailSegError, OSError, ValueError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)

@@ -13,6 +13,7 @@ from detectron2.engine import default_argument_parser
 
 from longtailseg.engine import Trainer, build_model, launch, load_config, setup
 from longtailseg.engine.checkpoint import LongTailCheckpointer, check_complete_load
+from longtailseg.engine.config_checks import check_repeated_options
 from longtailseg.errors import LongTailSegError, one_line
 
 
@@ -35,6 +36,7 @@ def run(argv=None):
     args = parser.parse_args(argv)
     print("Command Line Args:", args)
     try:
+        check_repeated_options(parser, argv)  # argparse would keep the last --config-file only
         load_config(args.config_file, args.opts)  # a config error stops here, before any process starts
         return launch(main, args.num_gpus, num_machines=args.num_machines,
                       machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))

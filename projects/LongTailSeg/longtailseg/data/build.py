@@ -1,19 +1,22 @@
 """Train and test loaders: Detectron2's builders with label checks and one-line errors for
 missing files."""
+import copy
+
+import numpy as np
+import torch
 from PIL import Image
 
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 
-from ..errors import DatasetError, one_line
+from ..errors import DatasetError, LongTailSegError, one_line
 from .datasets import is_sem_seg_dataset, missing_files_reported, prepare_dataset
-from .labels import check_label_values
+from .labels import check_label_values, read_label
 from .resumable import PositionedDataset, PositionSampler
-
-
 
 
 def build_sem_seg_train_augmentations(cfg):
@@ -62,7 +65,9 @@ class CheckedDatasetMapper(DatasetMapper):
     def __call__(self, dataset_dict):
         image_file, label_file = dataset_dict.get("file_name"), dataset_dict.get("sem_seg_file_name")
         try:
-            return super().__call__(dataset_dict)
+            return self.map(dataset_dict)
+        except LongTailSegError:
+            raise
         except FileNotFoundError as e:
             raise DatasetError(f"{e.filename or image_file} does not exist; restore it or remove it "
                                "from the dataset (datasets/README.md)") from None
@@ -78,9 +83,14 @@ class CheckedDatasetMapper(DatasetMapper):
                 ) from None
             raise
 
+    def map(self, dataset_dict):
+        return super().__call__(dataset_dict)
+
 
 class CheckedSemSegDatasetMapper(CheckedDatasetMapper):
-    """Also refuses label values outside [0, NUM_CLASSES) ∪ {ignore}, naming the file."""
+    """Also reads the label as counting and evaluation do (``labels.read_label``: a palette PNG
+    gives its indices, where Detectron2's mapper would read the palette's grey levels) and refuses
+    values outside [0, NUM_CLASSES) ∪ {ignore}, naming the file."""
 
     def __init__(self, cfg, is_train=True, augmentations=None):
         if augmentations is None:
@@ -88,6 +98,25 @@ class CheckedSemSegDatasetMapper(CheckedDatasetMapper):
         super().__init__(cfg, is_train, augmentations=augmentations)
         self.num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
         self.ignore_label = cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+
+    def map(self, dataset_dict):
+        """Detectron2's ``DatasetMapper.__call__`` for an image and its label, the label read by
+        ``read_label``."""
+        if "sem_seg_file_name" not in dataset_dict:
+            return super().map(dataset_dict)
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        label = read_label(dataset_dict.pop("sem_seg_file_name"))
+        if label.dtype != np.uint8:  # 16/32-bit: Detectron2 resizes only uint8 and float exactly
+            label = label.astype(np.uint8 if 0 <= label.min() and label.max() <= 255 else np.float32)
+        aug_input = T.AugInput(image, sem_seg=label)
+        self.augmentations(aug_input)
+        image, sem_seg = aug_input.image, aug_input.sem_seg
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        dataset_dict["sem_seg"] = torch.as_tensor(sem_seg.astype("long"))
+        dataset_dict.pop("annotations", None)
+        return dataset_dict
 
     def __call__(self, dataset_dict):
         label_file = dataset_dict.get("sem_seg_file_name")

@@ -9,28 +9,29 @@ import shutil
 from collections import Counter
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from detectron2.data import MetadataCatalog
 from detectron2.utils import comm
 
-from ..errors import ClassStatsError
+from ..errors import ClassStatsError, DatasetError, one_line
 from ..longtail import class_stats as cs
 from .datasets import check_dataset, check_lvis_frequencies, get_dataset_dicts_checked, prepare_dataset
-from .labels import check_label_histogram, check_label_values
+from .labels import check_label_histogram, check_label_values, read_label
 
 logger = logging.getLogger(__name__)
+# Splits of this process whose every label was read and checked while counting (the pre-flight
+# does not read them again).
+LABELS_CHECKED = set()
 
 
 def _count_label_file(job):
     """Pixel histogram (classes 0..C-1) of one label PNG and its number of pixels (ignored ones
-    included); runs in a worker process. The values are checked on the same histogram, so each
+    included); runs in a worker process. The label is read as everywhere else (``read_label``:
+    palette indices, a colour file refused) and its values checked on the same histogram, so each
     label is scanned once after decoding."""
     path, num_classes, ignore_label = job
-    label = np.asarray(Image.open(path))
-    if label.ndim != 2:
-        raise ClassStatsError(f"label file {path} is not a single-channel PNG; see datasets/README.md")
+    label = read_label(path)
     if label.dtype.kind == "u":  # 8- and 16-bit PNGs: every value is a bincount index
         hist = np.bincount(label.ravel(), minlength=num_classes)
         check_label_histogram(hist, num_classes, ignore_label, path)
@@ -79,6 +80,7 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
             counts += hist
             image_counts += hist > 0
             all_pixels += size
+    LABELS_CHECKED.add(dataset_name)
     groups = cs.split_by_ratio(counts / max(all_pixels, 1), head_ratio, tail_ratio)
     return cs.ClassStats(
         dataset=dataset_name,
@@ -225,8 +227,8 @@ def resolve_class_stats(cfg):
     * MODEL.LONG_TAIL.CLASS_STATS set: that file, checked against DATASETS.TRAIN[0]'s classes.
     * Otherwise, in order: the ``class_stats.json`` beside a local MODEL.WEIGHTS (the statistics
       of the run that made the weights: stage 2 and ``--eval-only`` reuse them without reading a
-      training label); ``OUTPUT_DIR/class_stats.json`` when it was counted from the data the
-      training split has now (label file names and sizes); else the split is counted, which
+      training label) and ``OUTPUT_DIR/class_stats.json``, each when it was counted from the
+      data the training split has now (label file names and sizes); else the split is counted, which
       also checks every training label. The result is kept as ``OUTPUT_DIR/class_stats.json``.
 
     The main process decides and writes; the others wait and read the same path.
@@ -248,21 +250,31 @@ def resolve_class_stats(cfg):
 
 
 def _resolve_into_cache(cfg, dataset_name, cache):
+    # The statistics beside MODEL.WEIGHTS are checked against the data like the cache: a stage 2
+    # on training data changed since stage 1 must not reuse stale counts. Without the training
+    # data (a model evaluated or drawn elsewhere) they are used unchecked, as the log says.
+    try:
+        current, no_data = current_fingerprint(dataset_name), None
+    except DatasetError as e:
+        current, no_data = None, e
     weights = cfg.MODEL.WEIGHTS
     beside_weights = os.path.join(os.path.dirname(weights), "class_stats.json") if weights else ""
     if beside_weights and os.path.isfile(weights) and os.path.abspath(beside_weights) != os.path.abspath(cache):
-        stats, why_not = _usable(beside_weights, dataset_name)
+        stats, why_not = _usable(beside_weights, dataset_name, current)
         if stats is not None:
             os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
             tmp = f"{cache}.tmp{os.getpid()}"
             shutil.copyfile(beside_weights, tmp)
             os.replace(tmp, cache)
+            checked = ("counted from the same data" if current is not None else
+                       f"not checked against {dataset_name}: {one_line(no_data)}")
             logger.info(f"class statistics: {cache} (copied from {beside_weights}, the run that "
-                        "made MODEL.WEIGHTS)")
+                        f"made MODEL.WEIGHTS; {checked})")
             return
         if why_not != "absent":
-            logger.warning(f"not using {beside_weights}: {why_not}")
-    current = current_fingerprint(dataset_name)
+            logger.warning(f"not using {beside_weights} (beside MODEL.WEIGHTS): {why_not}")
+    if no_data is not None:
+        raise no_data
     stats, why_not = _usable(cache, dataset_name, current)
     if stats is not None:
         logger.info(f"class statistics: {cache} (cached; counted from the same {dataset_name} data)")

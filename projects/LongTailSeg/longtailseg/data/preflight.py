@@ -2,20 +2,19 @@
 
 Each finds in seconds what would otherwise stop a run after hours of training or after a whole
 inference pass: an empty or incomplete split, a class count that is not the dataset's, an
-out-of-range validation label, LVIS categories without the frequency the evaluator groups by.
+out-of-range or colour label (training labels too when no counting read them), an image the
+dataset's loader would drop, LVIS categories without the frequency the evaluator groups by.
 """
 import logging
 import multiprocessing
 import os
 
-import numpy as np
-from PIL import Image
-
 from detectron2.data import MetadataCatalog
 
 from ..errors import ConfigError, DatasetError, one_line
 from .datasets import check_lvis_frequencies, get_dataset_dicts_checked, is_sem_seg_dataset, prepare_dataset
-from .labels import check_label_values
+from .class_counting import LABELS_CHECKED
+from .labels import check_label_file
 
 logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -85,12 +84,12 @@ def check_complete_split(cfg, dataset_name):
 
 
 def _label_values_job(job):
-    path, num_classes, ignore = job
-    check_label_values(np.asarray(Image.open(path)), num_classes, ignore, path)
+    check_label_file(*job)
 
 
 def check_sem_seg_labels(dicts, num_classes, ignore, num_workers):
-    """Every label's values in [0, num_classes) or ignore (as counting checks the training labels)."""
+    """Every label read as training reads it (``labels.read_label``) and its values in
+    [0, num_classes) or ignore, in ``num_workers`` processes; the first bad file is one line."""
     jobs = [(d["sem_seg_file_name"], num_classes, ignore) for d in dicts if "sem_seg_file_name" in d]
     if num_workers > 1 and len(jobs) > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -102,6 +101,28 @@ def check_sem_seg_labels(dicts, num_classes, ignore, num_workers):
             _label_values_job(job)
 
 
+def check_loaded_images(dataset_name, dicts):
+    """Refuse an image that has its label but that the dataset's loader left out: Detectron2's
+    ``load_sem_seg`` reads one image extension (ADE20K's ``.jpg``) and drops the others with a
+    warning, so a ``.png`` among them would silently not be trained on."""
+    metadata = MetadataCatalog.get(dataset_name)
+    image_root, label_root = getattr(metadata, "image_root", None), getattr(metadata, "sem_seg_root", None)
+    if not (image_root and label_root and os.path.isdir(image_root) and os.path.isdir(label_root)):
+        return
+    loaded = {os.path.abspath(d["file_name"]) for d in dicts}
+    labelled = {os.path.splitext(f)[0] for f in os.listdir(label_root) if f.endswith(".png")}
+    left_out = sorted(os.path.join(image_root, f) for f in os.listdir(image_root)
+                      if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.splitext(f)[0] in labelled
+                      and os.path.abspath(os.path.join(image_root, f)) not in loaded)
+    if left_out:
+        extensions = sorted({os.path.splitext(d["file_name"])[1] for d in dicts}) or ["?"]
+        ade20k = " (ADE20K images are .jpg)" if extensions == [".jpg"] else ""
+        raise DatasetError(
+            f"dataset {dataset_name}: {left_out[0]} is not read by its loader, which reads "
+            f"{'/'.join(extensions)} images only ({len(left_out)} such file(s)); convert it to "
+            f"{extensions[0]}{ade20k} or remove it and its label")
+
+
 def check_data(cfg, eval_only=False):
     """Check the splits a run reads (training ones unless ``eval_only``, then the test ones)."""
     names = list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
@@ -109,10 +130,14 @@ def check_data(cfg, eval_only=False):
         check_num_classes(cfg, name)
         dicts = check_complete_split(cfg, name)
         metadata = MetadataCatalog.get(name)
-        if _is_lvis(metadata) and name in cfg.DATASETS.TEST:
-            check_lvis_frequencies(name)
-        elif not _is_lvis(metadata) and name in cfg.DATASETS.TEST:
-            # Training labels are checked when the classes are counted (or as they are loaded).
+        if _is_lvis(metadata):
+            if name in cfg.DATASETS.TEST:
+                check_lvis_frequencies(name)
+            continue
+        check_loaded_images(name, dicts)
+        # Training labels counted in this process were checked then; the others (statistics
+        # given or reused) are checked here, or a bad one would stop the run at its iteration.
+        if name in cfg.DATASETS.TEST or name not in LABELS_CHECKED:
             check_sem_seg_labels(dicts, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
                                  getattr(metadata, "ignore_label", 255), cfg.DATALOADER.CLASS_STATS_WORKERS)
     logger.info(f"data checked before the first iteration: {', '.join(names)}")

@@ -23,6 +23,7 @@ from ..io import write_text_atomically
 from ..safe_files import merge_config_file
 from ..modeling.extension_points import check_model_config, model_needs_class_stats
 from . import stage2
+from .config_checks import check_run_config
 from .checkpoint import LongTailCheckpointer, check_complete_load, check_output_dir, check_weights_file
 from .weights import ensure_weights_available
 
@@ -105,6 +106,7 @@ def setup(args, add_config=()):
     before it is frozen; OUTPUT_DIR/config.yaml holds the resolved path. ``add_config``: as for
     ``load_config``."""
     cfg = load_config(args.config_file, args.opts, freeze=False, add_config=add_config)
+    check_run_config(cfg, comm.get_world_size(), eval_only=args.eval_only)  # schedule, batch split, loader
     check_model_config(cfg)  # before any data is read
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)

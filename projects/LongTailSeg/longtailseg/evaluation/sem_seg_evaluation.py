@@ -15,15 +15,13 @@ from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 from tabulate import tabulate
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.comm import all_gather, is_main_process, synchronize
-from detectron2.utils.file_io import PathManager
 
-from ..data.labels import check_label_values
+from ..data.labels import check_label_values, read_label
 from ..errors import ConfigError, DatasetError
 from ..io import write_json_atomically, write_numpy_atomically
 
@@ -383,15 +381,8 @@ class LongTailSemSegEvaluator(DatasetEvaluator):
 
     def _read_labels(self, gt_file: str) -> np.ndarray:
         """Class ids of one label file, ignore_label mapped to C; bad values are refused."""
-        with PathManager.open(gt_file, "rb") as f:
-            gt = np.asarray(Image.open(f), dtype=np.int64)
-        if gt.ndim != 2:
-            raise DatasetError(
-                f"label file {gt_file} has shape {gt.shape}, not HxW; semantic labels must be "
-                "single-channel class ids (re-create them with datasets/prepare_*.py)"
-            )
+        gt = read_label(gt_file).astype(np.int64)  # as counting and training read it
         check_label_values(gt, self._num_classes, self._ignore_label, gt_file)
-        gt = gt.copy()
         gt[gt == self._ignore_label] = self._num_classes
         return gt
 

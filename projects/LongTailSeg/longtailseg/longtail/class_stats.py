@@ -174,10 +174,14 @@ def load(path: str) -> ClassStats:
     if not os.path.isfile(path):
         raise ClassStatsError(f"class-statistics file {path} does not exist; {regenerate}")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ClassStatsError(f"class-statistics file {path} is not valid JSON ({e}); {regenerate}")
+    except (OSError, ValueError) as e:  # truncated JSON, a binary file (UnicodeDecodeError)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ClassStatsError(f"class-statistics file {path} is not valid JSON ({reason}); {regenerate}") from None
+    if not isinstance(data, dict):
+        raise ClassStatsError(f"class-statistics file {path} holds a JSON {type(data).__name__}, "
+                              f"not a {FORMAT} object; {regenerate}")
     missing = [k for k in _REQUIRED_KEYS if k not in data]
     if data.get("format") != FORMAT or missing:
         raise ClassStatsError(
@@ -185,6 +189,7 @@ def load(path: str) -> ClassStats:
             + (f" (missing {', '.join(missing)})" if missing else "")
             + f"; {regenerate}"
         )
+    _check_types(data, path, regenerate)
     n = len(data["class_names"])
     if len(data["counts"]) != n or len(data["image_counts"]) != n:
         raise ClassStatsError(
@@ -207,6 +212,28 @@ def load(path: str) -> ClassStats:
     )
 
 
+# key -> (the JSON type it must have, in words): a hand-edited or foreign file fails here in one
+# line instead of deep inside a method (``groups`` as a list, ``counts`` as a number...).
+_TYPES = {"dataset": (str, "a string"), "task": (str, "a string"), "class_names": (list, "a list"),
+          "counts": (list, "a list"), "image_counts": (list, "a list"),
+          "groups": (dict, 'an object {"head": [ids], "body": [ids], "tail": [ids]}'),
+          "group_rule": (str, "a string"), "num_images": (int, "an integer"), "source": (str, "a string"),
+          "data_fingerprint": (dict, "an object"), "extra": (dict, "an object")}
+
+
+def _check_types(data, path, regenerate):
+    for key, (kind, words) in _TYPES.items():
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            raise ClassStatsError(f"class-statistics file {path}: {key!r} must be {words}, found "
+                                  f"{type(data[key]).__name__} {str(data[key])[:40]!r}; {regenerate}")
+    for group, ids in data["groups"].items():
+        if not isinstance(ids, list):
+            raise ClassStatsError(f"class-statistics file {path}: group {group!r} must be a list of class "
+                                  f"ids, found {type(ids).__name__}; {regenerate}")
+    if not all(isinstance(name, str) for name in data["class_names"]):
+        raise ClassStatsError(f"class-statistics file {path}: 'class_names' must be strings; {regenerate}")
+
+
 def _check_numbers(data, num_classes, path, regenerate):
     """Counts finite, >= 0 and not all zero; group ids within the classes."""
     for key in ("counts", "image_counts"):
@@ -221,7 +248,7 @@ def _check_numbers(data, num_classes, path, regenerate):
         raise ClassStatsError(f"class-statistics file {path}: every count is 0 (no labelled pixel or "
                               f"instance was counted); check the training labels, then {regenerate}")
     for group, ids in data["groups"].items():
-        outside = [c for c in ids if not isinstance(c, int) or not 0 <= c < num_classes]
+        outside = [c for c in ids if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < num_classes]
         if outside:
             raise ClassStatsError(f"class-statistics file {path}: group {group!r} names class ids "
                                   f"{outside[:5]} outside 0..{num_classes - 1}; {regenerate}")

@@ -6,7 +6,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ...errors import DatasetError
-from .checks import check_registered
+from .checks import check_lvis_category_ids, check_registered, lvis_json_error
 from .metadata import FileMetadata
 
 
@@ -36,7 +36,18 @@ def missing_files_reported(names):
 
 
 def get_dataset_dicts_checked(name):
-    """``DatasetCatalog.get`` with missing files of any registered set reported in one line."""
-    prepare_dataset(name)
+    """``DatasetCatalog.get`` with missing files of any registered set reported in one line, and
+    an LVIS json that Detectron2's loader asserts on, or loads with an unknown category, reported
+    naming the annotation (``checks.lvis_json_error``)."""
+    metadata = prepare_dataset(name)
+    json_file = metadata.get("json_file") if metadata.get("evaluator_type") == "lvis" else None
     with missing_files_reported([name]):
-        return DatasetCatalog.get(name)
+        try:
+            dicts = DatasetCatalog.get(name)
+        except (AssertionError, KeyError, IndexError, TypeError, ValueError) as e:
+            if not json_file or isinstance(e, DatasetError):
+                raise
+            raise lvis_json_error(name, json_file, e) from None
+    if json_file:
+        check_lvis_category_ids(name, dicts)
+    return dicts

@@ -123,3 +123,77 @@ def check_lvis_frequencies(name):
             f"has {len(metadata.thing_classes)}; register the thing_classes of that json"
         )
     return sorted(categories, key=lambda c: c["id"])
+
+
+def _lvis_annotation_defect(path, data):
+    """The first annotation of an LVIS json that Detectron2's loader would assert on or train
+    wrongly (an unknown category, an empty or degenerate segmentation, an unknown image, a
+    repeated id), as one line naming the json, the annotation id and the fix; None if none."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
+        return (f"{path} is not an LVIS json (it needs the lists 'images', 'annotations' and "
+                "'categories'); use the official LVIS json (datasets/README.md)")
+    category_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
+    image_ids = {i.get("id") for i in data["images"] if isinstance(i, dict)}
+    seen = set()
+    for annotation in data["annotations"]:
+        if not isinstance(annotation, dict):
+            return f"{path}: an annotation is a {type(annotation).__name__}, not an object; fix or remove it"
+        where = f"{path}: annotation {annotation.get('id')!r}"
+        fix = "fix it or remove the annotation"
+        if annotation.get("id") in seen:
+            return f"{where} appears twice (annotation ids must be unique); {fix}"
+        seen.add(annotation.get("id"))
+        if annotation.get("category_id") not in category_ids:
+            return (f"{where} has category_id {annotation.get('category_id')!r}, which is not the id "
+                    f"of any of the json's {len(category_ids)} categories; {fix}")
+        if annotation.get("image_id") not in image_ids:
+            return f"{where} has image_id {annotation.get('image_id')!r}, which is not in the json's images; {fix}"
+        segmentation = annotation.get("segmentation")
+        if not isinstance(segmentation, list) or not segmentation:
+            return (f"{where} has an empty segmentation (LVIS masks are polygons "
+                    "[[x1, y1, x2, y2, x3, y3, ...]]); give it its polygon or remove the annotation")
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or len(polygon) % 2 or len(polygon) < 6:
+                size = len(polygon) if isinstance(polygon, list) else type(polygon).__name__
+                return (f"{where} has a polygon of {size} coordinates, not a list of >= 3 (x, y) "
+                        f"points; {fix}")
+        bbox = annotation.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            return f"{where} has bbox {bbox!r}, not [x, y, width, height]; {fix}"
+    return None
+
+
+def lvis_json_error(name, path, error=None):
+    """A DatasetError naming what is wrong in ``name``'s LVIS json ``path``, read here (only after
+    the loader failed or loaded a bad category, so a good json is read once): the annotation at
+    fault when one is, else ``error``, the loader's own."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        return DatasetError(f"{path} (dataset {name}) line {e.lineno} is not valid JSON ({e.msg}): it is "
+                            "truncated or was edited; download or generate it again (datasets/README.md)")
+    except (OSError, ValueError) as e:
+        return DatasetError(f"{path} (dataset {name}) cannot be read as JSON ({type(e).__name__}: "
+                            f"{str(e)[:80]}); download or generate it again (datasets/README.md)")
+    defect = _lvis_annotation_defect(path, data)
+    if defect:
+        return DatasetError(defect)
+    detail = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if error is not None and str(error) \
+        else type(error).__name__
+    return DatasetError(f"dataset {name}: Detectron2's LVIS loader cannot read {path} ({detail}); "
+                        "use the official LVIS json (datasets/README.md)")
+
+
+def check_lvis_category_ids(name, dicts):
+    """Every loaded annotation's category within ``thing_classes`` (Detectron2's loader maps an
+    unknown category id to an out-of-range class without a word), else one line from the json."""
+    metadata = MetadataCatalog.get(name)
+    num_classes = len(metadata.thing_classes)
+    for record in dicts:
+        for annotation in record.get("annotations", ()):
+            if not 0 <= annotation["category_id"] < num_classes:
+                raise lvis_json_error(name, metadata.json_file, ValueError(
+                    f"image {record.get('file_name')} has a category outside the {num_classes} "
+                    "thing_classes"))
