@@ -3,12 +3,14 @@ line how to resume; a process killed by the system is named in one line; two mul
 at once get their own ports; temporary files of killed runs go at the next start; writes are
 fsync'ed. Each case runs tools/train_net.py as a user does and sends signals only to the processes
 it started."""
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import REPO, TINY_TRAINING, run_tool
@@ -16,6 +18,23 @@ from conftest import REPO, TINY_TRAINING, run_tool
 CONFIG = "configs/synthetic/deeplab_v3_plus.yaml"
 TOOL = os.path.join(REPO, "tools", "train_net.py")
 LONG = ["SOLVER.MAX_ITER", 100000, "TEST.EVAL_PERIOD", 0]  # still training when signalled
+
+
+_STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """A failed test must not leave a 100000-iteration run behind: kill what it started."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                for pid in _children(proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
 
 
 def _start(out, *opts, num_gpus=1, datasets_root):
@@ -26,6 +45,7 @@ def _start(out, *opts, num_gpus=1, datasets_root):
     stdout, stderr = open(f"{out}.out", "w"), open(f"{out}.err", "w")
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=stdout, stderr=stderr)
     proc.out, proc.err = f"{out}.out", f"{out}.err"
+    _STARTED.append(proc)
     return proc
 
 

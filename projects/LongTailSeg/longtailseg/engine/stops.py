@@ -140,6 +140,7 @@ class StopHook(HookBase):
     metrics) have finished the iteration."""
 
     def before_train(self):
+        _state.iteration = self.trainer.start_iter
         _state.phase = "training" if _state.pid == os.getpid() else _state.phase
 
     def before_step(self):
