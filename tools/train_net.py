@@ -5,7 +5,9 @@
     python tools/train_net.py --config-file configs/ade20k/deeplab_v3_plus_R_50.yaml --num-gpus 8
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
 
-Without CUDA, ``--num-gpus N`` runs N CPU processes joined by gloo.
+Without CUDA, ``--num-gpus N`` runs N CPU processes joined by gloo. Ctrl-C (SIGINT) or SIGTERM stops
+training after the current iteration with a checkpoint and prints the command that resumes it; the
+exit status is then 130 (SIGINT) or 143 (SIGTERM); bad input exits with 2.
 """
 import sys
 
@@ -14,6 +16,7 @@ from detectron2.engine import default_argument_parser
 from longtailseg.engine import Trainer, build_model, launch, load_config, setup
 from longtailseg.engine.checkpoint import LongTailCheckpointer, check_complete_load
 from longtailseg.engine.config_checks import check_repeated_options
+from longtailseg.engine.stops import StopRequested
 from longtailseg.errors import LongTailSegError, one_line
 
 
@@ -40,6 +43,9 @@ def run(argv=None):
         load_config(args.config_file, args.opts)  # a config error stops here, before any process starts
         return launch(main, args.num_gpus, num_machines=args.num_machines,
                       machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    except StopRequested as e:  # SIGINT / SIGTERM (engine/stops.py)
+        print(e.one_line(sys.argv if argv is None else sys.argv[:1] + list(argv)), file=sys.stderr)
+        sys.exit(e.exit_status)
     except LongTailSegError as e:  # on any process (launch raises the root cause)
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)

@@ -1,85 +1,274 @@
-"""``launch`` that also runs several processes without CUDA, and reports the failure that matters.
+"""``launch`` that also runs several processes without CUDA, stops them all cleanly, and reports the
+failure that matters.
 
-Detectron2 v0.6's ``launch`` asserts CUDA and uses NCCL. With CUDA this module calls it
-unchanged; without CUDA and ``num_gpus_per_machine > 1`` it starts that many CPU worker
-processes joined by a gloo process group, so the same ``--num-gpus N`` command works on a
-laptop or CI (useful to check multi-process evaluation and gradient averaging).
+Detectron2 v0.6's ``launch`` asserts CUDA and uses NCCL. With CUDA each process runs Detectron2's
+own ``_distributed_worker`` (NCCL); without CUDA and ``num_gpus_per_machine > 1`` the processes are
+joined by a gloo process group, so the same ``--num-gpus N`` command works on a laptop or CI.
 
-When one CPU process fails, the others lose their connection to it and fail too ("Connection
-closed by peer"), and whichever failure ``torch.multiprocessing`` happens to see first was shown.
-Each process therefore records its failure with a time stamp; ``launch`` raises the root cause:
-a LongTailSeg error (one line, naming the cause) if any process had one, else the earliest
-failure with its traceback. ``torch.multiprocessing`` stops the other processes as soon as one
-exits with an error.
+The processes are started and watched here rather than by ``torch.multiprocessing.spawn``, so that
+
+* a stop reaches all of them (see ``stops.py``): SIGINT or SIGTERM to the launcher alone (``kill``,
+  a job scheduler) is forwarded to every process as SIGUSR1, "stop after this iteration"; they agree
+  on the iteration, the main process writes its checkpoint and all exit, then the launcher raises
+  ``StopRequested``. A Ctrl-C in a terminal reaches every process directly too, which changes
+  nothing. A second signal to the launcher is forwarded as SIGUSR2, "stop at once". The
+  processes start with SIGINT ignored until their handlers are installed (no KeyboardInterrupt
+  traceback from a Ctrl-C during their start), and get SIGINT if the launcher dies (as with
+  ``torch.multiprocessing``), so they stop with a checkpoint rather than run on as orphans;
+* a process killed by a signal (the OOM killer's SIGKILL) is named in one line, a LongTailSegError,
+  instead of ``ProcessExitedException``'s traceback;
+* when one process fails, the others lose their connection to it and fail too ("Connection closed
+  by peer"). Each process sends its failure to the launcher through a pipe (no temporary folder
+  to leave behind); the launcher raises the root cause: a LongTailSeg error (one line, naming the
+  cause) if any process had one, else the earliest failure with its traceback. The others are
+  told to stop at once (SIGUSR2) and killed if still running ``STOP_GRACE_S`` later.
+
+The default ``--dist-url`` of Detectron2's argument parser is a port fixed per user, so two runs of
+one user on one machine collided (EADDRINUSE): like "auto", it is replaced by a free port on a
+single machine. The URL of a multi-machine run is used as given.
 """
+import collections
 import contextlib
 import functools
 import gc
-import json
 import logging
+import math
 import os
-import shutil
-import tempfile
+import signal
+import sys
 import time
 import traceback
 from datetime import timedelta
+from multiprocessing import connection as mp_connection
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import detectron2.engine.defaults as detectron2_defaults
-from detectron2.engine import launch as detectron2_launch
-from detectron2.engine.launch import _find_free_port
+from detectron2.engine.launch import _distributed_worker, _find_free_port
 from detectron2.utils import comm
 
 from ..errors import LongTailSegError, one_line
+from .stops import STOP_AFTER_STEP, STOP_NOW, StopRequested, handling_stops, signal_name
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+STOP_GRACE_S = 10  # after one process failed, how long the others have to stop before SIGKILL
+_KILL_REASONS = {signal.SIGKILL: " (the system's OOM killer does this when memory runs out)",
+                 signal.SIGSEGV: " (a crash in native code)", signal.SIGBUS: " (a crash in native code)",
+                 signal.SIGABRT: " (an abort in native code)"}
 
 
 class WorkerProcessError(RuntimeError):
-    """A CPU worker process failed with an error that is not a LongTailSeg one; the message holds
+    """A worker process failed with an error that is not a LongTailSeg one; the message holds
     that process's traceback."""
 
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
            args=(), timeout=DEFAULT_TIMEOUT):
-    """Same arguments as ``detectron2.engine.launch``."""
-    if torch.cuda.is_available() or num_gpus_per_machine * num_machines <= 1:
-        return detectron2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank,
-                                 dist_url, args=args, timeout=timeout)
-    if num_machines != 1:
+    """Same arguments as ``detectron2.engine.launch``; raises ``StopRequested`` after a SIGINT or
+    SIGTERM (see ``stops.py``)."""
+    world_size = num_gpus_per_machine * num_machines
+    if world_size <= 1:
+        with handling_stops():
+            return main_func(*args)
+    cuda = torch.cuda.is_available()
+    if not cuda and num_machines != 1:
         raise ValueError("CPU processes run on one machine only; pass --num-machines 1")
-    if not dist_url or dist_url == "auto":
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    failures = tempfile.mkdtemp(prefix="longtailseg-failures-")
+    dist_url = local_dist_url(dist_url, num_machines)
+    processes = _Processes(num_gpus_per_machine, machine_rank, world_size)
+    processes.run(cuda, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout)
+    processes.raise_outcome()
+
+
+def local_dist_url(dist_url, num_machines):
+    """A free port on this machine for "auto" and for the default of Detectron2's argument parser;
+    any other URL, and every URL of a multi-machine run, as given."""
+    default = detectron2_defaults.default_argument_parser().get_default("dist_url")
+    if num_machines == 1 and dist_url in (None, "", "auto", default):
+        return f"tcp://127.0.0.1:{_find_free_port()}"
+    return dist_url
+
+
+class _Processes:
+    """The launcher's side: starts the processes, forwards stops, collects what they report."""
+
+    def __init__(self, nprocs, machine_rank, world_size):
+        self.nprocs, self.first_rank, self.world_size = nprocs, machine_rank * nprocs, world_size
+        self.processes, self.readers, self.records, self.exits = [], {}, [], {}
+        self.sent = collections.defaultdict(set)  # local rank -> the signals the launcher sent it
+        self.received = []  # the SIGINT / SIGTERM the launcher got
+
+    def run(self, cuda, *worker_args):
+        ctx = mp.get_context("spawn")
+        _start_quiet_resource_tracker()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for local_rank in range(self.nprocs):
+                reader, writer = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_worker, args=(local_rank, writer, cuda) + worker_args,
+                                      daemon=False)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited until the child's handler
+                try:
+                    process.start()
+                finally:
+                    signal.signal(signal.SIGINT, self._on_signal)
+                writer.close()
+                self.processes.append(process)
+                self.readers[reader] = local_rank
+            self._wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, signum, frame):
+        self.received.append(signum)
+        for local_rank in range(len(self.processes)):
+            self._send(local_rank, STOP_AFTER_STEP if len(self.received) == 1 else STOP_NOW)
+
+    def _send(self, local_rank, signum):
+        if local_rank not in self.exits:
+            self.sent[local_rank].add(signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.processes[local_rank].pid, signum)
+
+    def _wait(self):
+        sentinels = {p.sentinel: rank for rank, p in enumerate(self.processes)}
+        deadline, killed = None, False  # once the others were told to stop at once: when they get SIGKILL
+        while sentinels:
+            timeout = None if deadline is None or killed else max(0.0, deadline - time.monotonic())
+            for ready in mp_connection.wait(list(sentinels) + list(self.readers), timeout):
+                if ready in self.readers:
+                    self._receive(ready)
+                else:
+                    local_rank = sentinels.pop(ready)
+                    self.processes[local_rank].join()
+                    self.exits[local_rank] = self.processes[local_rank].exitcode
+            if deadline is None and self._one_failed():
+                deadline = time.monotonic() + STOP_GRACE_S
+                for local_rank in range(self.nprocs):
+                    self._send(local_rank, STOP_NOW)
+            elif deadline is not None and not killed and time.monotonic() >= deadline:
+                killed = True
+                for local_rank in range(self.nprocs):
+                    self._send(local_rank, signal.SIGKILL)
+        # What the processes sent before they exited (their DataLoader workers may hold the pipes
+        # open a few seconds longer: no waiting for the end of the pipe).
+        for reader in list(self.readers):
+            while reader in self.readers and reader.poll(0):
+                self._receive(reader)
+
+    def _receive(self, reader):
+        try:
+            self.records.append(reader.recv())
+        except (EOFError, OSError):  # the process has exited
+            del self.readers[reader]
+            reader.close()
+
+    def _one_failed(self):
+        """Whether a process failed or stopped on its own, so that the others cannot go on."""
+        return (any(code != 0 for code in self.exits.values())
+                or any(r["kind"] == "failed" or not r["agreed"] for r in self.records))
+
+    def raise_outcome(self):
+        """Raise what stopped the processes, if anything did (see the module docstring)."""
+        killed = [(rank, -code) for rank, code in sorted(self.exits.items())
+                  if code < 0 and -code not in self.sent[rank] and -code not in self.received]
+        if killed:
+            rank, signum = killed[0]
+            raise LongTailSegError(
+                f"process {self.first_rank + rank} of {self.world_size} was killed by {signal_name(signum)}"
+                f"{_KILL_REASONS.get(signum, '')}; the others were stopped; resume from the last "
+                "checkpoint with --resume")
+        stops = sorted((r for r in self.records if r["kind"] == "stopped"
+                        and (self.received or r["signum"] in (signal.SIGINT, signal.SIGTERM))),
+                       key=lambda r: r["rank"])
+        failures = [r for r in self.records if r["kind"] == "failed"]
+        if stops or (self.received and (failures or any(self.exits.values()))):
+            first = stops[0] if stops else {"signum": self.received[0], "resumable": False,
+                                            "detail": "before the first iteration of this run"}
+            raise StopRequested(self.received[0] if self.received else first["signum"], first["detail"],
+                                first["resumable"])
+        if failures:
+            ours = [r for r in failures if r["ours"]]
+            first = min(ours or failures, key=lambda r: r["time"])
+            if first["ours"]:
+                raise LongTailSegError(first["message"])
+            raise WorkerProcessError(f"process {first['rank']} failed first ({len(failures)} processes "
+                                     f"failed):\n{first['traceback']}")
+        for rank, code in sorted(self.exits.items()):
+            if code != 0:
+                raise WorkerProcessError(f"process {self.first_rank + rank} of {self.world_size} exited "
+                                         f"with status {code} and no error message")
+
+
+def _start_quiet_resource_tracker():
+    """Start multiprocessing's resource tracker (which the processes share) with its warning about
+    a killed process's semaphores (tqdm's lock) off: the launcher's one line already names the
+    killed process, and the tracker's warning would come after it."""
+    from multiprocessing import resource_tracker
+
+    saved = list(sys.warnoptions)
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     try:
-        mp.spawn(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
-                 args=(main_func, num_gpus_per_machine, dist_url, args, timeout, failures))
-    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
-        _raise_root_cause(failures, e)
-        raise
+        resource_tracker.ensure_running()
     finally:
-        shutil.rmtree(failures, ignore_errors=True)
+        sys.warnoptions[:] = saved
 
 
-def _cpu_worker(rank, main_func, world_size, dist_url, args, timeout, failures):
-    try:
-        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                                rank=rank, timeout=timeout)
-        # Detectron2's get_local_rank / get_local_size read this group; all ranks are on this machine.
-        assert comm._LOCAL_PROCESS_GROUP is None
-        comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
-        comm.synchronize()
-        main_func(*args)
-    except BaseException as e:
-        _record_failure(failures, rank, e)
-        # No teardown: the other processes may wait in a collective; the parent stops them.
-        raise
-    comm.synchronize()  # every process is done with its peers before any closes its connections
-    _release_process_groups()
+def _worker(local_rank, conn, cuda, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url,
+            args, timeout):
+    """One process: its set-up, ``main_func``, and what it reports to the launcher."""
+    mp._prctl_pr_set_pdeathsig(signal.SIGINT)  # the launcher died: stop (with a checkpoint)
+    rank = machine_rank * num_gpus_per_machine + local_rank
+    with handling_stops(from_launcher=True):
+        try:
+            if cuda:
+                _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank,
+                                    dist_url, args, timeout)
+            else:
+                _cpu_worker(rank, main_func, world_size, dist_url, args, timeout)
+        except StopRequested as e:
+            _report(conn, {"kind": "stopped", "rank": rank, "signum": e.signum, "detail": e.detail,
+                           "resumable": e.resumable, "agreed": e.agreed})
+            if not e.agreed:  # the others may be anywhere: no goodbye to them
+                _exit(0)
+        except BaseException as e:
+            _report(conn, {"kind": "failed", "rank": rank, "time": time.time(), "agreed": False,
+                           "ours": isinstance(e, LongTailSegError), "message": one_line(e),
+                           "traceback": traceback.format_exc()})
+            _exit(1)  # no teardown: the other processes may wait in a collective
+        try:
+            if not cuda:
+                comm.synchronize()  # every process is done with its peers before any closes them
+                _release_process_groups()
+        except StopRequested:
+            _exit(0)
+
+
+def _report(conn, record):
+    with contextlib.suppress(OSError):  # the launcher is gone
+        conn.send(record)
+
+
+def _exit(status):
+    """Exit now: no interpreter teardown, in which gloo's threads may abort."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
+def _cpu_worker(rank, main_func, world_size, dist_url, args, timeout):
+    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                            rank=rank, timeout=timeout)
+    # Detectron2's get_local_rank / get_local_size read this group; all ranks are on this machine.
+    assert comm._LOCAL_PROCESS_GROUP is None
+    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    comm.synchronize()
+    main_func(*args)
 
 
 def _release_process_groups():
@@ -97,34 +286,6 @@ def _release_process_groups():
     if hasattr(cached_gloo_group, "cache_clear"):
         cached_gloo_group.cache_clear()
     gc.collect()  # groups held only by reference cycles (e.g. a DDP model in the trainer) go now
-
-
-def _record_failure(folder, rank, error):
-    record = {"rank": rank, "time": time.time(), "ours": isinstance(error, LongTailSegError),
-              "message": one_line(error), "traceback": traceback.format_exc()}
-    path = os.path.join(folder, f"rank{rank}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(path + ".tmp", path)
-
-
-def _raise_root_cause(folder, spawn_error):
-    """Raise the failure that caused the others: a LongTailSeg error if any process had one, else
-    the earliest; nothing when no process recorded one (e.g. killed by a signal)."""
-    records = []
-    for name in os.listdir(folder):
-        if name.endswith(".json"):
-            with open(os.path.join(folder, name)) as f:
-                records.append(json.load(f))
-    if not records:
-        return
-    ours = [r for r in records if r["ours"]]
-    first = min(ours or records, key=lambda r: r["time"])
-    if first["ours"]:
-        raise LongTailSegError(first["message"]) from None
-    raise WorkerProcessError(
-        f"process {first['rank']} failed first ({len(records)} processes failed):\n{first['traceback']}"
-    ) from spawn_error
 
 
 @contextlib.contextmanager

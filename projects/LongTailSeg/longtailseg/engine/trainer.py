@@ -13,12 +13,14 @@ from detectron2.projects.deeplab import build_lr_scheduler as build_deeplab_lr_s
 
 from ..data.build import build_test_loader, build_train_loader
 from ..evaluation import build_evaluator
+from ..io import remove_leftovers
 from ..modeling.extension_points import model_needs_test_labels
 from . import stage2
 from .checkpoint import CheckpointError, LongTailCheckpointer, check_complete_load
 from .defaults import build_model, setup_logging, with_class_stats
 from .hooks import LossIterationHook, RandomStateHook
 from .launch import ddp_arguments
+from .stops import StopHook, handling_stops
 
 # What a scheduler's state dict holds besides progress is its schedule, which the config gives.
 SCHEDULER_PROGRESS = {"optimizer", "base_lrs", "last_epoch", "_step_count", "_is_initial",
@@ -100,8 +102,15 @@ class Trainer(DefaultTrainer):
             self._trainer._data_loader_iter = iter(loader)
 
     def train(self):
+        """Detectron2's training loop; SIGINT and SIGTERM stop it after the current iteration with a
+        checkpoint (``stops.py``), and what an interrupted run left in OUTPUT_DIR is removed first."""
+        if comm.is_main_process():
+            remove_leftovers(self.cfg.OUTPUT_DIR)
+        if not any(isinstance(h, StopHook) for h in self._hooks):
+            self.register_hooks([StopHook()])  # last: the iteration is complete when it runs
         try:
-            return super().train()
+            with handling_stops():
+                return super().train()
         except FloatingPointError as e:
             raise CheckpointError(
                 f"training diverged: {str(e).strip().splitlines()[0]}; last_checkpoint in {self.cfg.OUTPUT_DIR} names the "
