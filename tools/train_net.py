@@ -11,7 +11,7 @@ import sys
 
 from detectron2.engine import default_argument_parser
 
-from longtailseg.engine import Trainer, build_model, launch, load_config, setup
+from longtailseg.engine import Trainer, build_model, launch, load_config, run_folder, setup
 from longtailseg.engine.checkpoint import LongTailCheckpointer, check_complete_load
 from longtailseg.errors import LongTailSegError, one_line
 
@@ -35,9 +35,10 @@ def run(argv=None):
     args = parser.parse_args(argv)
     print("Command Line Args:", args)
     try:
-        load_config(args.config_file, args.opts)  # a config error stops here, before any process starts
-        return launch(main, args.num_gpus, num_machines=args.num_machines,
-                      machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+        cfg = load_config(args.config_file, args.opts)  # a config error stops here, before any process starts
+        with run_folder.lock_for(cfg, args):  # held by this process, so --num-gpus N workers share it
+            return launch(main, args.num_gpus, num_machines=args.num_machines,
+                          machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     except LongTailSegError as e:  # on any process (launch raises the root cause)
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
