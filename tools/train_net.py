@@ -13,7 +13,7 @@ import sys
 
 from detectron2.engine import default_argument_parser
 
-from longtailseg.engine import Trainer, build_model, launch, load_config, setup
+from longtailseg.engine import Trainer, build_model, launch, load_config, run_folder, setup
 from longtailseg.engine.checkpoint import LongTailCheckpointer, check_complete_load
 from longtailseg.engine.config_checks import check_repeated_options
 from longtailseg.engine.stops import StopRequested
@@ -40,9 +40,10 @@ def run(argv=None):
     print("Command Line Args:", args)
     try:
         check_repeated_options(parser, argv)  # argparse would keep the last --config-file only
-        load_config(args.config_file, args.opts)  # a config error stops here, before any process starts
-        return launch(main, args.num_gpus, num_machines=args.num_machines,
-                      machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+        cfg = load_config(args.config_file, args.opts)  # a config error stops here, before any process starts
+        with run_folder.lock_for(cfg, args):  # held by this process, so --num-gpus N workers share it
+            return launch(main, args.num_gpus, num_machines=args.num_machines,
+                          machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
     except StopRequested as e:  # SIGINT / SIGTERM (engine/stops.py)
         print(e.one_line(sys.argv if argv is None else sys.argv[:1] + list(argv)), file=sys.stderr)
         sys.exit(e.exit_status)

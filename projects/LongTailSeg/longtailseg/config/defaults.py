@@ -162,3 +162,9 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.ROI_BOX_HEAD.COSINE.ENABLED = False
     # Initial value of the learnable scale (authors: 20).
     cfg.MODEL.ROI_BOX_HEAD.COSINE.INIT_SCALE = 20.0
+
+    # ---- The run folder (longtailseg/engine/run_folder.py) ----
+    cfg.RUN = CN()
+    # A training without --resume into an OUTPUT_DIR holding another run's checkpoints is refused;
+    # True deletes that run's model_*.pth, last_checkpoint and metrics.json and starts again.
+    cfg.RUN.OVERWRITE = False

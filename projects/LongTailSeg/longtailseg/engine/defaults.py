@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..io import write_text_atomically
 from ..safe_files import merge_config_file
 from ..modeling.extension_points import check_model_config, model_needs_class_stats
-from . import stage2
+from . import run_folder, stage2
 from .config_checks import check_run_config
 from .checkpoint import LongTailCheckpointer, check_complete_load, check_output_dir, check_weights_file
 from .weights import ensure_weights_available
@@ -101,13 +101,15 @@ def setup_logging(cfg):
 
 def setup(args, add_config=()):
     """The run's config from ``default_argument_parser``'s ``args``: checked (model values first,
-    before any data is read; stage-1 weights of a second stage; the weights to evaluate; the
-    output folder), logged, and with its class statistics resolved once (counted or reused)
-    before it is frozen; OUTPUT_DIR/config.yaml holds the resolved path. ``add_config``: as for
-    ``load_config``."""
+    before any data is read; the run folder, see ``run_folder``; stage-1 weights of a second
+    stage; the weights to evaluate; the output folder), logged, and with its class statistics
+    resolved once (counted or reused) before it is frozen; OUTPUT_DIR/config.yaml holds the
+    resolved path. ``add_config``: as for ``load_config``."""
     cfg = load_config(args.config_file, args.opts, freeze=False, add_config=add_config)
     check_run_config(cfg, comm.get_world_size(), eval_only=args.eval_only)  # schedule, batch split, loader
     check_model_config(cfg)  # before any data is read
+    run = run_folder.prepare(cfg, args)  # lock, refusals, the checkpoint to resume: before any write
+    comm.synchronize()  # every process resumes from the last_checkpoint it settled
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
     ensure_weights_available(cfg, resuming=args.resume)  # offline: names the file to fetch
@@ -118,6 +120,7 @@ def setup(args, add_config=()):
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="longtailseg")
     if resolve_class_stats(cfg) and comm.is_main_process():
         write_text_atomically(cfg.dump(), os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
+    run.finish()
     if comm.is_main_process():
         check_data(cfg, eval_only=args.eval_only)
     comm.synchronize()

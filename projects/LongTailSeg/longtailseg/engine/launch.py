@@ -32,7 +32,6 @@ import contextlib
 import functools
 import gc
 import logging
-import math
 import os
 import signal
 import sys
