@@ -136,16 +136,16 @@ def build_train_loader(cfg):
         prepare_dataset(name)
     sem_seg = is_sem_seg_dataset(names[0])
     mapper = CheckedSemSegDatasetMapper(cfg, True) if sem_seg else CheckedDatasetMapper(cfg, True)
+    # SEED < 0 means a random run: every process must still draw the same order.
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     with missing_files_reported(names):
         if cfg.DATALOADER.SAMPLER_TRAIN not in ("TrainingSampler", "RepeatFactorTrainingSampler"):
-            return build_detection_train_loader(cfg, mapper=mapper)
+            return _seeded(build_detection_train_loader(cfg, mapper=mapper), seed)
         dicts = get_detection_dataset_dicts(
             names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
-    # SEED < 0 means a random run: every process must still draw the same order.
-    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     repeat_factors = None
     if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
         repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
@@ -156,7 +156,21 @@ def build_train_loader(cfg):
         dataset=dataset, sampler=sampler, mapper=None, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
+    loader = _seeded(loader, seed)
     loader.position_sampler, loader.positioned_dataset = sampler, dataset
+    return loader
+
+
+def _seeded(loader, seed):
+    """``loader`` with the base seed of its iterators drawn from ``seed``, not from torch's global
+    RNG: the iterator is made at the first ``next()`` (aspect-ratio grouping, newer Detectron2),
+    which in a resumed run comes inside its first iteration, after RandomStateHook seeded the
+    step, so that a draw there would shift that iteration's dropout masks, proposal samples and
+    BLV noise against the uninterrupted run's."""
+    torch_loader = loader
+    while not isinstance(torch_loader, torch.utils.data.DataLoader):
+        torch_loader = torch_loader.dataset  # AspectRatioGroupedDataset, MapDataset
+    torch_loader.generator = torch.Generator().manual_seed(seed)
     return loader
 
 

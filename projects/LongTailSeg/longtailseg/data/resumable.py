@@ -69,9 +69,14 @@ class PositionedDataset(Dataset):
         # Serialized, as Detectron2 keeps dataset dicts, so that workers do not copy them.
         self.dicts = DatasetFromList(dataset_dicts, copy=False, serialize=True)
         self.mapper = mapper
-        self.seed = int(seed)
         self.shuffle = shuffle
         self.repeat_factors = None if repeat_factors is None else torch.as_tensor(repeat_factors, dtype=torch.float32)
+        self.reseed(seed)
+
+    def reseed(self, seed):
+        """Make it the stream of run seed ``seed`` (a resumed run whose SEED was drawn at random
+        continues with its checkpoint's); before a loader iterator is made."""
+        self.seed = int(seed)
         self._epoch_starts = [0]  # first position of epoch e, for the epochs drawn so far
         self._epoch, self._order = None, None
 

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+import detectron2.utils.comm as comm
 from detectron2.engine import HookBase
 
 from ..longtail.losses import ClassificationLoss
@@ -25,42 +26,39 @@ class LossIterationHook(HookBase):
             loss.set_iteration(self.trainer.iter)
 
 
-class RandomStateHook(HookBase):
-    """Saves this process's Python, NumPy and torch RNG states in every checkpoint and restores
-    them when training resumes, so that dropout, BLV's logit noise and every other draw of the
-    model continue as in the uninterrupted run (each data sample has its own seed, see
-    data/resumable.py).
+def step_seed(seed, rank, iteration):
+    """A 63-bit seed per (run seed, process, iteration), unrelated to the data samples' seeds
+    (``SeedSequence([seed, position])``, data/resumable.py): a spawn key is mixed in after the
+    entropy padded to its pool, so the two never take the same input."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(rank, iteration))
+    return int(sequence.generate_state(2, np.uint32).view(np.uint64)[0] >> 1)
 
-    The states are applied in ``before_train``, after the trainer has built its data-loader
-    iterator (which draws from torch's RNG), exactly where the uninterrupted run stood.
-    Each process keeps its own states: in a run of several processes a checkpoint holds the main
-    process's, which a resumed run gives to every process (the processes' own draws differ then).
+
+class RandomStateHook(HookBase):
+    """Makes every random draw of iteration ``i`` on process ``r`` (dropout, proposal and
+    mask sampling, BLV's logit noise, ...) a function of ``(seed, r, i)``: before each step the
+    Python, NumPy and torch RNGs (CUDA's too) are seeded from it. A run resumed at any iteration
+    then draws what the uninterrupted run drew, on one process or on as many as it had, from a
+    checkpoint of the main process alone (saving the RNG states instead would hold only the main process's: the
+    other processes' draws would change on resume). The data stream is a function of
+    ``(seed, position)`` likewise (data/resumable.py).
+
+    A checkpoint keeps the seed, so that a run whose SEED was drawn at random continues with it.
     """
 
-    def __init__(self):
-        self._pending = None
+    def __init__(self, seed):
+        self.seed = int(seed)
 
     def state_dict(self):
-        # Tensors, lists and numbers only: checkpoints are read with torch.load(weights_only=True).
-        kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-        version, internal, gauss = random.getstate()
-        state = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state(),
-                 "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gaussian]}
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        return {"seed": self.seed}
 
     def load_state_dict(self, state_dict):
-        self._pending = state_dict
+        # Checkpoints before the per-step seeding held RNG states, no seed: the config's applies.
+        if "seed" in state_dict:
+            self.seed = int(state_dict["seed"])
 
-    def before_train(self):
-        if self._pending is None:
-            return
-        state, self._pending = self._pending, None
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+    def before_step(self):
+        seed = step_seed(self.seed, comm.get_rank(), self.trainer.iter)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)  # every CUDA device's generator too

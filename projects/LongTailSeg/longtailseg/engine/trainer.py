@@ -40,6 +40,13 @@ class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         setup_logging(cfg)
         cfg = with_class_stats(cfg)
+        if cfg.SEED < 0:
+            # A random run draws its seed once (the same on every process); its checkpoints keep it
+            # (RandomStateHook) and --resume continues its data and random draws with it.
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SEED = comm.shared_random_seed()
+            cfg.freeze()
         with ddp_arguments(find_unused_parameters=cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS):
             super().__init__(cfg)
 
@@ -53,13 +60,15 @@ class Trainer(DefaultTrainer):
         # DefaultTrainer.__init__ made a DetectionCheckpointer just before this call; the hooks
         # (PeriodicCheckpointer) and resume_or_load use ours instead.
         self.checkpointer = LongTailCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        return super().build_hooks() + [LossIterationHook(), RandomStateHook()]
+        self._random_state = RandomStateHook(self.cfg.SEED)
+        return super().build_hooks() + [LossIterationHook(), self._random_state]
 
     def resume_or_load(self, resume=True):
         """Detectron2's resume, made exact: the schedule follows this config (a larger
         SOLVER.MAX_ITER continues the poly decay), the data stream continues where the checkpoint
         left it; weights that do not fit (a second stage: but for the modules it trains) are
-        refused."""
+        refused. Every random draw of the model is a function of (SEED, process, iteration)
+        (RandomStateHook), so resuming is exact with any number of processes."""
         resuming = resume and self.checkpointer.has_checkpoint()
         schedule = {k: v for k, v in vars(self.scheduler).items() if k not in SCHEDULER_PROGRESS}
         super().resume_or_load(resume=resume)
@@ -93,6 +102,7 @@ class Trainer(DefaultTrainer):
                 f"DATALOADER.SAMPLER_TRAIN {self.cfg.DATALOADER.SAMPLER_TRAIN} restarts its data "
                 "stream on resume (TrainingSampler and RepeatFactorTrainingSampler continue it exactly)")
             return
+        loader.positioned_dataset.reseed(self._random_state.seed)  # the checkpoint's: SEED may be -1
         sampler.resume_after(self.start_iter, self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
                              loader.positioned_dataset, self.cfg.DATALOADER.ASPECT_RATIO_GROUPING)
         # The iterator made at construction already started at position 0.
