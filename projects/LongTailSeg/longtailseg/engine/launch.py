@@ -229,11 +229,13 @@ def _worker(local_rank, conn, cuda, main_func, world_size, num_gpus_per_machine,
             else:
                 _cpu_worker(rank, main_func, world_size, dist_url, args, timeout)
         except StopRequested as e:
+            _ignore_stops()
             _report(conn, {"kind": "stopped", "rank": rank, "signum": e.signum, "detail": e.detail,
                            "resumable": e.resumable, "agreed": e.agreed})
             if not e.agreed:  # the others may be anywhere: no goodbye to them
                 _exit(0)
         except BaseException as e:
+            _ignore_stops()  # a stop sent now (another process failed too) must not cut the report
             _report(conn, {"kind": "failed", "rank": rank, "time": time.time(), "agreed": False,
                            "ours": isinstance(e, LongTailSegError), "message": one_line(e),
                            "traceback": traceback.format_exc()})
@@ -244,6 +246,12 @@ def _worker(local_rank, conn, cuda, main_func, world_size, num_gpus_per_machine,
                 _release_process_groups()
         except StopRequested:
             _exit(0)
+
+
+def _ignore_stops():
+    """This process is reporting how it ended: a stop signal has nothing left to stop."""
+    for signum in (signal.SIGINT, signal.SIGTERM, STOP_AFTER_STEP, STOP_NOW):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _report(conn, record):
