@@ -195,3 +195,25 @@ def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
     assert len(synced) == 3 and synced[1:] == ["rename", str(tmp_path)], synced
     assert os.path.basename(synced[0]).startswith(".a.txt.") and synced[0].endswith(".tmp")
     assert (tmp_path / "a.txt").read_text() == "x" and os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_label_pools_close_under_the_stop_handlers(datasets_root):
+    """The pre-flight's and the class count's process pools close while the trainer's stop
+    handlers are installed: Pool.terminate() stops idle workers with SIGTERM, which a forked worker
+    would otherwise leave to the training process (it hung the run before the pools reset it)."""
+    script = (
+        "import longtailseg\n"
+        "from longtailseg.data import get_dataset_dicts_checked, register_synthetic_datasets\n"
+        "from longtailseg.data.class_counting import count_sem_seg\n"
+        "from longtailseg.data.preflight import check_sem_seg_labels\n"
+        "from longtailseg.engine.stops import handling_stops\n"
+        f"register_synthetic_datasets({str(datasets_root / 'synthetic')!r})\n"
+        "dicts = get_dataset_dicts_checked('synthetic_ade_sem_seg_train')\n"
+        "with handling_stops():\n"
+        "    for _ in range(15):\n"
+        "        check_sem_seg_labels(dicts, 19, 255, num_workers=2)\n"
+        "        count_sem_seg('synthetic_ade_sem_seg_train', 0.01, 0.001, num_workers=2, progress=False)\n"
+        "print('closed')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("closed"), proc.stderr[-2000:]

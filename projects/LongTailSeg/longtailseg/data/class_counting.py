@@ -4,6 +4,7 @@ and resolving, once per run, which statistics file a config uses (``resolve_clas
 import hashlib
 import logging
 import multiprocessing
+import signal
 import os
 import shutil
 from collections import Counter
@@ -69,7 +70,11 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
     if num_workers > 1 and len(jobs) > 1:
         # fork: the workers only need numpy and Pillow, and a spawned worker would re-import torch.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(num_workers) as pool:
+        # SIGTERM's default action in the workers: Pool.terminate() (run when the pool closes)
+        # stops them with it, and a forked worker inherits the trainer's stop handler, which
+        # leaves SIGTERM to the training process (engine/stops.py) and would hang the close.
+        with multiprocessing.get_context(method).Pool(
+                num_workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             results = pool.imap(_count_label_file, jobs, chunksize=max(1, len(jobs) // (8 * num_workers)))
             for hist, size in tqdm(results, **bar):
                 counts += hist

@@ -7,6 +7,7 @@ dataset's loader would drop, LVIS categories without the frequency the evaluator
 """
 import logging
 import multiprocessing
+import signal
 import os
 
 from detectron2.data import MetadataCatalog
@@ -93,7 +94,11 @@ def check_sem_seg_labels(dicts, num_classes, ignore, num_workers):
     jobs = [(d["sem_seg_file_name"], num_classes, ignore) for d in dicts if "sem_seg_file_name" in d]
     if num_workers > 1 and len(jobs) > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(num_workers) as pool:
+        # SIGTERM's default action in the workers: Pool.terminate() (run when the pool closes)
+        # stops them with it, and a forked worker inherits the trainer's stop handler, which
+        # leaves SIGTERM to the training process (engine/stops.py) and would hang the close.
+        with multiprocessing.get_context(method).Pool(
+                num_workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
             for _ in pool.imap_unordered(_label_values_job, jobs, chunksize=max(1, len(jobs) // (8 * num_workers))):
                 pass
     else:
