@@ -117,7 +117,7 @@ def setup(args, add_config=()):
         check_weights_file(cfg, resuming=args.resume)
     check_output_dir(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="longtailseg")
+    setup_logging(cfg)
     if resolve_class_stats(cfg) and comm.is_main_process():
         write_text_atomically(cfg.dump(), os.path.join(cfg.OUTPUT_DIR, "config.yaml"))
     run.finish()
