@@ -66,6 +66,15 @@ setup(
         "opencv-python-headless",
         "cityscapesscripts",
         "shapely",
+        # Round 3's networks, cluster launcher, export and data formats (see each module's
+        # docstring for why this library): backbones and encoder-decoders, SLURM, ONNX, NYUv2.
+        "timm==1.0.31",
+        "segmentation-models-pytorch==0.6.0",
+        "submitit==1.5.4",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "onnxscript",
+        "h5py",
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
 )
