@@ -40,7 +40,9 @@ setup(
     license="Apache-2.0",
     packages=find_packages("projects/LongTailSeg", include=["longtailseg", "longtailseg.*"]),
     package_dir={"": "projects/LongTailSeg"},
-    package_data={"longtailseg.model_zoo": model_zoo_configs()},
+    # The class statistics of the real training splits (longtailseg/data/published_stats.py).
+    package_data={"longtailseg.model_zoo": model_zoo_configs(),
+                  "longtailseg.data": ["class_stats_files/*.json"]},
     python_requires=">=3.9",
     # Detectron2 v0.6's runtime needs, declared here because it is installed with --no-deps
     # (its metadata pins black==21.4b2, fvcore<0.1.6 and iopath<0.1.10). lvis (LVIS evaluation)

@@ -56,25 +56,44 @@ def test_unknown_config_is_a_config_error(path):
         model_zoo.get_config_file(path)
 
 
-def test_checkpoints_published_or_in_the_output_folder():
+def test_checkpoints_are_published_or_named_by_the_caller():
     assert model_zoo.get_checkpoint_url("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml") == D2_URL
-    assert (model_zoo.get_checkpoint_url("ade20k/disalign_deeplab.yaml")
-            == "./output/ade20k/disalign_deeplab/model_final.pth")
+    with pytest.raises(ConfigError, match="no published checkpoint.*checkpoint='.../model_final.pth'"):
+        model_zoo.get_checkpoint_url("ade20k/disalign_deeplab.yaml")
     cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml", trained=True)
     assert cfg.MODEL.WEIGHTS == D2_URL and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1230
+    cfg = model_zoo.get_config("ade20k/disalign_deeplab.yaml", trained=True, checkpoint="https://x/y.pth")
+    assert cfg.MODEL.WEIGHTS == "https://x/y.pth"
+    with pytest.raises(ConfigError, match="pass trained=True"):
+        model_zoo.get_config("ade20k/disalign_deeplab.yaml", checkpoint="https://x/y.pth")
     # the second stage on Detectron2's model starts from exactly the baseline entry's checkpoint
     assert model_zoo.get_config(ZOO_STAGE2).MODEL.WEIGHTS == D2_URL
+    assert all(isinstance(c, model_zoo.PublishedCheckpoint) for c in model_zoo.PUBLISHED_CHECKPOINTS.values())
 
 
-def test_get_loads_a_trained_synthetic_model(trained_baseline, datasets_root, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # checkpoints are where tools/train_net.py writes them: ./output/...
-    with pytest.raises(ConfigError, match="tools/train_net.py --config-file configs/synthetic/deeplab_v3_plus.yaml"):
+def test_get_loads_a_trained_checkpoint_from_any_folder_and_writes_nothing_there(
+        trained_baseline, datasets_root, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(ConfigError, match="no published checkpoint"):
         model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True)
-    shutil.copytree(trained_baseline, tmp_path / "output/synthetic/deeplab_v3_plus")
-    model = model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True)
+    with pytest.raises(ConfigError, match="checkpoint .*missing.pth does not exist"):
+        model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True, checkpoint=str(tmp_path / "missing.pth"))
+    model = model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True,
+                          checkpoint=str(trained_baseline / "model_final.pth"))
     saved = torch.load(trained_baseline / "model_final.pth", map_location="cpu")["model"]
     for name, value in model.state_dict().items():
         assert torch.equal(value, saved[name]), name
+    assert os.listdir(elsewhere) == []  # no ./output, no class_stats.json
+
+
+def test_a_published_checkpoint_is_checked_against_its_md5(tmp_path):
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"weights")
+    model_zoo.check_md5(str(path), "63f4f1e9")  # md5(b"weights") starts so
+    with pytest.raises(ConfigError, match="has md5 63f4f1e9.*download it again"):
+        model_zoo.check_md5(str(path), "0123abcd")
 
 
 def test_configs_are_found_in_an_installed_wheel(tmp_path):
@@ -93,6 +112,7 @@ def test_configs_are_found_in_an_installed_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"longtailseg/model_zoo/configs/{p}" for p in SHIPPED} <= set(names)
     assert "longtailseg/model_zoo/configs/Base-MaskRCNN-FPN.yaml" in names  # _BASE_ targets too
+    assert "longtailseg/data/class_stats_files/lvis_v1_train.json" in names  # published statistics
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
                     str(wheel)], check=True, capture_output=True, timeout=300)

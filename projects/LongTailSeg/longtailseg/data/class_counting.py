@@ -17,6 +17,7 @@ from detectron2.utils import comm
 
 from ..errors import ClassStatsError, DatasetError, one_line
 from ..longtail import class_stats as cs
+from . import published_stats
 from .datasets import check_dataset, check_lvis_frequencies, get_dataset_dicts_checked, prepare_dataset
 from .labels import check_label_histogram, check_label_values, read_label
 
@@ -193,6 +194,9 @@ def current_fingerprint(dataset_name):
     """The fingerprint of the data ``dataset_name`` has now (lists files, reads no label)."""
     metadata = prepare_dataset(dataset_name)
     if getattr(metadata, "evaluator_type", None) == "lvis" or hasattr(metadata, "json_file"):
+        if not os.path.isfile(metadata.json_file):
+            raise DatasetError(f"{metadata.json_file} (the annotations of {dataset_name}) does not exist; "
+                               "put the dataset under $DETECTRON2_DATASETS (datasets/README.md)")
         return lvis_fingerprint(metadata.json_file)
     return sem_seg_fingerprint(get_dataset_dicts_checked(dataset_name))
 
@@ -279,6 +283,8 @@ def _resolve_into_cache(cfg, dataset_name, cache):
         if why_not != "absent":
             logger.warning(f"not using {beside_weights} (beside MODEL.WEIGHTS): {why_not}")
     if no_data is not None:
+        if _use_published(cfg, dataset_name, cache, no_data):
+            return
         raise no_data
     stats, why_not = _usable(cache, dataset_name, current)
     if stats is not None:
@@ -292,3 +298,32 @@ def _resolve_into_cache(cfg, dataset_name, cache):
                                 cfg.DATALOADER.CLASS_STATS_WORKERS)
     cs.save(stats, cache)
     logger.info(f"class statistics: {cache} (counted over {stats.num_images} images of {dataset_name})")
+    _compare_with_published(stats, dataset_name, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO)
+
+
+def _use_published(cfg, dataset_name, cache, no_data):
+    """Without the training split on disk, the statistics shipped for a real dataset
+    (``published_stats``), regrouped for the config's thresholds, kept as ``cache``."""
+    published = published_stats.load_published(dataset_name)
+    if published is None:
+        return False
+    long_tail = cfg.MODEL.LONG_TAIL
+    stats = published_stats.regrouped(published, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO)
+    cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name,
+                     published_stats.published_stats_path(dataset_name))
+    cs.save(stats, cache)
+    logger.info(f"class statistics: {cache} (the statistics shipped for {dataset_name}, {stats.source}; "
+                "its training split is not on disk)")
+    return True
+
+
+def _compare_with_published(counted, dataset_name, head_ratio, tail_ratio):
+    """Warn when the split on disk does not give the published statistics (a subset, another
+    version, relabelled classes): the counted ones are used all the same."""
+    published = published_stats.load_published(dataset_name)
+    if published is None or published.class_names != counted.class_names:
+        return
+    problems = published_stats.compare(counted, published_stats.regrouped(published, head_ratio, tail_ratio))
+    if problems:
+        logger.warning(f"the counted statistics of {dataset_name} differ from the published ones "
+                       f"({published.source}): {'; '.join(problems)}; using the counted ones")

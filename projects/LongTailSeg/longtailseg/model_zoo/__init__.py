@@ -3,10 +3,13 @@ path under configs/, their checkpoints, and built models.
 
     from longtailseg import model_zoo
     cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml", trained=True)
-    model = model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True)
+    model = model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True,
+                          checkpoint="output/synthetic/deeplab_v3_plus/model_final.pth")
 """
 from .model_zoo import (  # noqa: F401
     PUBLISHED_CHECKPOINTS,
+    PublishedCheckpoint,
+    check_md5,
     config_root,
     ensure_weights_available,
     get,
