@@ -82,6 +82,10 @@ def test_training_benchmark_times_variants_in_order_and_writes_json(tmp_path):
     for r in results:
         assert r["median_s"] > 0 and r["ratio"] > 0 and r["peak_mem_mb"] > 0
         assert r["size"] == 32 and r["trainable_params"] == r["params"] > 0
+        assert r["inference_flops"] > 0
+    # BLV changes training only: the same network at inference
+    assert results[0]["inference_flops"] == results[1]["inference_flops"]
+    assert "GFLOPs (1 image)" in proc.stdout
     assert abs(results[1]["ratio"] - results[1]["median_s"] / results[0]["median_s"]) < 1e-12
     # BLV reads class counts and no CLASS_STATS file is given: the output says what it used.
     assert "blv_deeplab: class statistics: synthetic long-tailed profile of 19 classes" in proc.stdout

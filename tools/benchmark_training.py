@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
 from longtailseg.engine import class_stats_needed, load_config, stage2
+from longtailseg.engine.analysis import count_inference_flops
 from longtailseg.engine.defaults import build_model_and_count
 from longtailseg.modeling.extension_points import model_needs_class_stats
 from longtailseg.engine.timing import peak_rss_bytes, reset_peak_rss, round_robin_times
@@ -85,6 +86,8 @@ def parse_args(argv=None):
                         help="also time the first variant's backbone alone (forward without gradient, "
                              "on the same batches): the least a step that computes features can cost, "
                              "e.g. a second stage whose backbone is frozen")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="do not count the inference FLOPs (fvcore traces one forward per variant)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help='write [{"name", "median_s", "ratio", "peak_mem_mb", ...}] in variant order '
                              "(the backbone-forward row last)")
@@ -315,7 +318,7 @@ def main(argv=None):
             return 2
         device = devices.pop()
         batch = args.batch or (1 if args.inference else 2)
-        steps, sizes, params, notes = {}, {}, {}, {}
+        steps, sizes, params, notes, flops = {}, {}, {}, {}, {}
         backbone_name = None
         batch_sets = {}
         for name, (cfg, variant_notes) in zip(tqdm(names, desc="building models"), loaded):
@@ -334,6 +337,10 @@ def main(argv=None):
             steps[name] = make_step(model, optimizer, batch_sets[key], device)
             sizes[name] = size
             params[name] = (total_params, sum(p.numel() for p in model.parameters() if p.requires_grad))
+            if not args.no_flops:
+                image = batch_sets[key][0][0]["image"].to(device)
+                with EventStorage(0):
+                    flops[name] = count_inference_flops(model, image)
             notes[name] = variant_notes
             if args.backbone_forward and name == names[0]:
                 backbone_name = f"{name} backbone forward"
@@ -357,9 +364,11 @@ def main(argv=None):
         total_params, trainable = params[name]
         results.append({"name": name, "median_s": median, "ratio": median / reference,
                         "peak_mem_mb": peak_mb, "size": sizes[name], "batch": batch,
-                        "params": total_params, "trainable_params": trainable})
+                        "params": total_params, "trainable_params": trainable,
+                        "inference_flops": flops.get(name)})
         rows.append([name, f"{median:.3f}", f"{median / reference:.2f}", f"{peak_mb:.0f}",
-                     count_text(total_params), "-" if name == backbone_name else count_text(trainable)])
+                     count_text(total_params), "-" if name == backbone_name else count_text(trainable),
+                     f"{flops[name] / 1e9:.2f}" if name in flops else "-"])
     what = ("inference (eval mode, no gradient)" if args.inference
             else "training step (forward + backward + optimizer)")
     shown_sizes = sorted(set(sizes.values()))
@@ -378,7 +387,7 @@ def main(argv=None):
               "backbone's)")
     print(memory.description())
     print(tabulate(rows, headers=["variant", "s/step", f"vs {names[0]}", "peak MiB", "parameters",
-                                  "trainable"], tablefmt="pipe", disable_numparse=True))
+                                  "trainable", "GFLOPs (1 image)"], tablefmt="pipe", disable_numparse=True))
     if args.json:
         write_json_atomically(results, args.json)
         print(f"wrote {args.json}")
