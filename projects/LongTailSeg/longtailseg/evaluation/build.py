@@ -5,29 +5,18 @@ import os
 
 import numpy as np
 
-from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators, LVISEvaluator
+from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 from ..config import class_stats_from_config
 from ..data.datasets import check_dataset
 from ..errors import LongTailSegError
 from ..io import write_json_atomically
+from .lvis_evaluation import SavedLVISEvaluator  # noqa: F401  (re-exported)
 from .sem_seg_evaluation import LongTailSemSegEvaluator
 
 # Results key of the long-tail metrics where Cityscapes' own evaluator already returns "sem_seg".
 LONG_TAIL_RESULTS_KEY = "sem_seg_long_tail"
-
-
-class SavedLVISEvaluator(LVISEvaluator):
-    """Detectron2's LVISEvaluator (AP, APr, APc, APf of bbox and segm) that also writes its
-    results to ``OUTPUT_DIR/inference/<dataset>/lvis_results.json``, as the semantic-segmentation
-    evaluator writes ``sem_seg_results.json`` (tools/compare_lvis_results.py reads it)."""
-
-    def evaluate(self):
-        results = super().evaluate()
-        if results and self._output_dir and comm.is_main_process():
-            write_json_atomically(results, os.path.join(self._output_dir, "lvis_results.json"))
-        return results
 
 
 def check_cityscapes_evaluation_runs(package_folder=None):
@@ -93,5 +82,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     # lvis. Tasks from the config: Detectron2 infers them from the predictions, and a model that
     # predicts nothing (early in training) would then silently skip segm.
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    image_counts = class_stats_from_config(cfg).image_counts if cfg.MODEL.LONG_TAIL.CLASS_STATS else None
     return SavedLVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
-                              max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+                              max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                              train_image_counts=image_counts)
