@@ -20,7 +20,7 @@ def _noisy_detections(dataset, seed=0):
     inputs, outputs = [], []
     for record in DatasetCatalog.get(dataset):
         classes = np.array([a["category_id"] for a in record["annotations"]], dtype=np.int64)
-[BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+        boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
                           for a in record["annotations"]], dtype=np.float32).reshape(-1, 4)
         boxes = boxes + rng.normal(0, 2, boxes.shape).astype(np.float32)
         wrong = rng.random(len(classes)) < 0.33
