@@ -1,10 +1,12 @@
 """Small command-line tools: the comparison table, the loss benchmark, every tool's --help."""
+import csv
 import glob
 import json
 import os
 import re
 import subprocess
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -124,11 +126,43 @@ def test_plot_results_writes_every_figure_from_saved_results(trained_baseline, t
                     "--names", "CE", "CE again", "LVIS", "--output", out)
     expected = ["per_class_vs_frequency.png", "groups.png", "confusion_CE.png", "confusion_CE_again.png",
                 "lvis_ap_groups.png"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    tables = ["confusion_CE.csv", "confusion_CE_again.csv"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected + tables)
     for name in expected:
         assert f"wrote {out / name}" in proc.stdout
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 300
+
+
+@pytest.mark.parametrize("num_classes", [19, 150])
+def test_plot_results_averages_seeds_and_scales_to_many_classes(num_classes, tmp_path):
+    """Two methods of two seeds each, evaluated by the project's evaluator at 19 and 150 classes:
+    one figure per method (seeds share a name; names that sanitise alike get distinct files),
+    the confused pairs named by class, the full matrix kept as CSV."""
+    from evaluation.long_tail_results import write_results
+
+    runs = []
+    for method, offset in (("C E", 0), ("C_E", 10)):
+        for seed in (1, 2):
+            runs.append(tmp_path / f"{offset + seed}")
+            write_results(str(runs[-1]), num_classes, seed=offset + seed)
+    out = tmp_path / "figures"
+    run_tool("plot_results.py", *runs, "--names", "C E", "C E", "C_E", "C_E", "--min-pixels", 1,
+             "--output", out)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(["per_class_vs_frequency.png", "groups.png", "confusion_C_E.png", "confusion_C_E.csv",
+                            "confusion_C_E_2.png", "confusion_C_E_2.csv"])
+    with open(out / "confusion_C_E.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:] == [f"class {c}" for c in range(num_classes)] + ["ignored / other"]
+    # the counts of both seeds summed: every labelled pixel of the two runs is in the table
+    labelled = sum(int(v) for row in rows[1:] for v in row[1:])
+    assert labelled == sum(
+        int(np.load(run / "inference" / f"long_tail_results_{num_classes}" / "sem_seg_confusion_matrix.npy")
+            [:, :num_classes].sum()) for run in runs[:2])
+    for name in ("per_class_vs_frequency.png", "confusion_C_E.png"):
+        with Image.open(out / name) as image:  # readable at any class count: bounded size
+            assert 600 < image.size[0] < 4000 and image.size[1] < 2000, image.size
 
 
 def test_plot_results_names_a_run_without_results(tmp_path):

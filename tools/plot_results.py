@@ -16,8 +16,9 @@ averaged, with the standard deviation as error bars. Writes to --output:
   the full class-by-class matrix is drawn only up to 40 classes, and kept as data in
   ``confusion_<name>.csv`` (raw pixel counts, ground truth in rows);
 * ``lvis_ap_groups.png``: AP, APr, APc, APf (segm and bbox) per method, for LVIS runs;
-* ``lvis_rare_ap.png``: the AP of each rare category against its number of training images,
-  when the runs' ``lvis_results.json`` hold per-category AP (``TEST.LVIS_PER_CATEGORY_AP``).
+* ``lvis_rare_ap.png``: the AP of each rare category against its number of training images
+  (from ``lvis_per_category_ap.json``, which the LVIS evaluation writes beside
+  ``lvis_results.json``).
 
 examples:
   python tools/plot_results.py output/synthetic/deeplab_v3_plus output/synthetic/blv_deeplab \
@@ -34,12 +35,15 @@ import sys
 import warnings
 
 import matplotlib
+import matplotlib.patches
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from longtailseg.errors import LongTailSegError, one_line  # noqa: E402
+from longtailseg.evaluation.lvis_evaluation import PER_CATEGORY_FILE_NAME  # noqa: E402
 from longtailseg.evaluation.seed_summary import group_runs  # noqa: E402
 from longtailseg.io import write_atomically  # noqa: E402
 from longtailseg.safe_files import load_json, load_npy  # noqa: E402
@@ -69,6 +73,11 @@ def load_run(path, dataset=None):
         raise ResultsError(f"{files[0]} holds a {type(results).__name__}, not evaluation results; "
                            "evaluate the run again with tools/train_net.py --eval-only")
     if os.path.basename(files[0]) == "lvis_results.json":
+        per_category = os.path.join(os.path.dirname(files[0]), PER_CATEGORY_FILE_NAME)
+        if os.path.isfile(per_category):
+            content = load_json(per_category)
+            results = dict(results, per_category={task: rows for task, rows in content.items()
+                                                  if isinstance(rows, list)})
         return "lvis", results, None
     if "per_class" not in results:
         raise ResultsError(f"{files[0]} has no per-class numbers (written by an older LongTailSeg); "
@@ -169,7 +178,7 @@ def plot_per_class(methods, path, worst=5):
         for ax, key in zip(axes, ("IoU", "ACC")):
             mean, std = method.per_class(key)
             ax.errorbar(x[known], mean[known], yerr=std[known] if len(method.results) > 1 else None,
-                        fmt="o", markersize=3.5, capsize=2, elinewidth=0.8, alpha=0.8,
+                        fmt="o", markersize=3.5, capsize=1.5, elinewidth=0.6, alpha=0.75,
                         label=method.label(), linestyle="none")
     bounds = group_boundaries(shares[known], [g for g, k in zip(groups, known) if k])
     for ax, key in zip(axes, ("IoU", "accuracy")):
@@ -180,23 +189,31 @@ def plot_per_class(methods, path, worst=5):
             ax.text(where, 101, text, ha="center", va="bottom", fontsize=8, color="grey")
         if np.any(shares == 0):
             ax.axvline(zero_x * 2, color="black", linewidth=0.6)
-            ax.text(zero_x, -1, "absent\nfrom\ntraining", ha="center", va="top", fontsize=7)
+            # no share tick under the column of absent classes: its position is not a share
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+                lambda v, _, edge=zero_x * 2: "" if v < edge else f"$10^{{{int(round(np.log10(v)))}}}$"))
+            ax.text(zero_x, 101, "absent from\ntraining", ha="center", va="bottom", fontsize=7)
         ax.set_xlabel("share of training pixels (log)")
         ax.set_ylabel(f"{key} (%)")
         ax.set_ylim(-2, 108)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_title("per-class IoU against training frequency", pad=16)
     axes[1].set_title("per-class accuracy against training frequency", pad=16)
-    # The worst tail classes of the first method, by name: where the long tail is lost.
+    # The worst tail classes of the first method, ringed and named in a box (labels beside points
+    # collide where many tail classes share an IoU of 0).
     mean_iou, _ = methods[0].per_class("IoU")
     tail = [c for c in range(len(reference)) if groups[c] == "tail" and known[c] and not np.isnan(mean_iou[c])]
-    for c in sorted(tail, key=lambda c: mean_iou[c])[:worst]:
-        axes[0].annotate(reference[c]["name"], (x[c], mean_iou[c]), xytext=(4, 6), textcoords="offset points",
-                         fontsize=7, arrowprops=dict(arrowstyle="-", linewidth=0.5))
-    axes[0].legend(fontsize=8, loc="upper left")
+    worst_ids = sorted(tail, key=lambda c: mean_iou[c])[:worst]
+    if worst_ids:
+        axes[0].scatter(x[worst_ids], mean_iou[worst_ids], s=90, facecolors="none", edgecolors="red", linewidths=1.2)
+        listing = "\n".join(f"{reference[c]['name']}: {mean_iou[c]:.1f}" for c in worst_ids)
+        axes[0].text(0.98, 0.02, f"worst tail classes, IoU of {methods[0].name}\n{listing}", transform=axes[0].transAxes,
+                     ha="right", va="bottom", fontsize=7, bbox=dict(facecolor="white", edgecolor="red", alpha=0.9))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 4), fontsize=8)
     unknown = int((~known).sum())
     if unknown:
-        fig.text(0.5, -0.02, f"{unknown} classes without a training share are not drawn", ha="center", fontsize=8)
+        fig.text(0.5, -0.08, f"{unknown} classes without a training share are not drawn", ha="center", fontsize=8)
     return _save(fig, path)
 
 
@@ -247,12 +264,14 @@ def group_confusion(counts, groups):
     return np.divide(table, totals, out=np.full_like(table, np.nan), where=totals > 0), names
 
 
-def top_confused_pairs(counts, k=15):
+def top_confused_pairs(counts, k=15, min_pixels=100):
     """[(gt class, predicted class, share of the gt class's pixels)] of the k largest off-diagonal
-    shares (classes with ground-truth pixels only)."""
+    shares, among ground-truth classes with at least ``min_pixels`` pixels (a class of a handful
+    of test pixels would top the list by chance)."""
     n = counts.shape[0]
     totals = counts.sum(axis=1)
-    shares = np.divide(counts[:, :n], totals[:, None], out=np.zeros((n, n)), where=totals[:, None] > 0)
+    ranked = totals[:, None] >= max(min_pixels, 1)
+    shares = np.divide(counts[:, :n], totals[:, None], out=np.zeros((n, n)), where=ranked)
     np.fill_diagonal(shares, 0)
     flat = np.argsort(shares, axis=None)[::-1][:k]
     return [(int(i // n), int(i % n), float(shares.flat[i])) for i in flat if shares.flat[i] > 0]
@@ -271,7 +290,7 @@ def write_confusion_csv(method, counts, path):
     return path
 
 
-def plot_confusion(method, path, top=15):
+def plot_confusion(method, path, top=15, min_pixels=100):
     counts = gt_by_pred(method)
     classes = method.classes
     groups = [c.get("group") or "-" for c in classes]
@@ -294,15 +313,20 @@ def plot_confusion(method, path, top=15):
     ax.set_ylabel("ground-truth group")
     ax.set_title("where each group's pixels go")
     ax = axes[1]
-    pairs = top_confused_pairs(counts, top)
-    labels = [f"{classes[g]['name']} ({groups[g]}) → {classes[p]['name']} ({groups[p]})" for g, p, _ in pairs]
+    pairs = top_confused_pairs(counts, top, min_pixels)
+    gt_pixels = counts.sum(axis=1)
+    labels = [f"{classes[g]['name']} ({groups[g]}, {int(gt_pixels[g]):,} px) → {classes[p]['name']} ({groups[p]})"
+              for g, p, _ in pairs]
     colours = {"head": "tab:blue", "body": "tab:orange", "tail": "tab:red"}
     ax.barh(range(len(pairs)), [100 * s for _, _, s in pairs],
             color=[colours.get(groups[g], "grey") for g, _, _ in pairs])
     ax.set_yticks(range(len(pairs)), labels, fontsize=8)
     ax.invert_yaxis()
+    ax.legend(handles=[matplotlib.patches.Patch(color=c, label=f"{g} ground truth") for g, c in colours.items()],
+              fontsize=7, loc="lower right")
     ax.set_xlabel("share of the ground-truth class's pixels (%)")
-    ax.set_title(f"the {len(pairs)} most confused pairs (bar colour: ground-truth group)")
+    ax.set_title(f"the {len(pairs)} most confused pairs (bar colour: ground-truth group;\n"
+                 f"classes with at least {min_pixels:,} ground-truth pixels)")
     ax.grid(True, axis="x", alpha=0.3)
     if full:
         order = sorted(range(len(classes)), key=lambda c: -(classes[c].get("train_pixel_share") or 0))
@@ -317,7 +341,8 @@ def plot_confusion(method, path, top=15):
         ax.set_xlabel("predicted class (most frequent in training first)")
         ax.set_title("all classes, rows normalised")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(f"{method.label()}: confusion", y=1.0)
+    runs = len(method.matrices)
+    fig.suptitle(f"{method.name}: confusion" + (f" (pixels of {runs} runs summed)" if runs > 1 else ""), y=1.0)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -343,34 +368,50 @@ def plot_lvis(methods, path):
 
 
 def plot_lvis_rare(methods, path, worst=5):
-    """AP of each rare category against its training image count (needs per-category AP)."""
+    """AP of each rare category (mean over a method's runs, small points) against its training
+    image count, and per image count the mean over those categories (large markers, error bars:
+    standard deviation of that mean over the runs). Needs per-category AP."""
     with_categories = [m for m in methods if all("per_category" in r for r in m.results)]
     if not with_categories:
         return None
     tasks = [t for t in ("segm", "bbox") if t in with_categories[0].results[0]["per_category"]]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.8), squeeze=False, sharey=True)
     rng = np.random.default_rng(0)
     for ax, task in zip(axes[0], tasks):
-        for method in with_categories:
+        for i, method in enumerate(with_categories):
             categories = method.results[0]["per_category"][task]
-            rare = [i for i, c in enumerate(categories) if c.get("frequency") == "r"]
-            images = np.array([categories[i]["image_count"] for i in rare], dtype=float)
-            values = np.array([[np.nan if r["per_category"][task][i]["AP"] is None
-                                else r["per_category"][task][i]["AP"] for i in rare] for r in method.results])
-            mean, std = _nanmean(values), _nanstd(values)
-            jitter = images * np.exp(rng.uniform(-0.08, 0.08, images.size))  # counts are integers 1-10
-            ax.errorbar(jitter, mean, yerr=std if len(method.results) > 1 else None, fmt="o", markersize=3,
-                        alpha=0.6, linestyle="none", label=method.label())
-        first = with_categories[0].results[0]["per_category"][task]
-        rare = [c for c in first if c.get("frequency") == "r" and c.get("AP") is not None]
-        for c in sorted(rare, key=lambda c: c["AP"])[:worst]:
-            ax.annotate(c["name"], (c["image_count"], c["AP"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
+            rare = [k for k, c in enumerate(categories) if c.get("frequency") == "r"]
+            images = np.array([categories[k]["image_count"] or 0 for k in rare], dtype=float)
+            values = np.array([[np.nan if r["per_category"][task][k]["AP"] is None
+                                else r["per_category"][task][k]["AP"] for k in rare] for r in method.results])
+            colour = f"C{i}"
+            jitter = np.maximum(images, 0.5) * np.exp(rng.uniform(-0.07, 0.07, images.size))  # integer counts
+            ax.scatter(jitter, _nanmean(values), s=6, alpha=0.35, color=colour)
+            counts = sorted(set(images.tolist()))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_run = np.array([[np.nanmean(run[images == n]) for n in counts] for run in values])
+            ax.errorbar(np.maximum(counts, 0.5), _nanmean(per_run), yerr=_nanstd(per_run) if len(values) > 1 else None,
+                        fmt="D", markersize=6, capsize=3, color=colour, markeredgecolor="black",
+                        linestyle="none", label=method.label())
+        first = with_categories[0]
+        categories = first.results[0]["per_category"][task]
+        rare = [k for k, c in enumerate(categories) if c.get("frequency") == "r"]
+        means = _nanmean(np.array([[np.nan if r["per_category"][task][k]["AP"] is None
+                                    else r["per_category"][task][k]["AP"] for k in rare] for r in first.results]))
+        ranked = [k for _, k in sorted((m, k) for m, k in zip(means, rare) if not np.isnan(m))][:worst]
+        listing = "\n".join(f"{categories[k]['name']} ({categories[k]['image_count']} img): "
+                            f"{means[rare.index(k)]:.1f}" for k in ranked)
+        if listing:
+            ax.text(0.98, 0.98, f"lowest AP of {first.name}\n{listing}", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7, bbox=dict(facecolor="white", edgecolor="grey", alpha=0.9))
         ax.set_xscale("log")
-        ax.set_xlabel("training images holding the category (log, jittered)")
+        ax.set_xlabel("training images holding the category (log; points jittered)")
         ax.set_ylabel("AP")
-        ax.set_title(f"LVIS {task}: AP of each rare category")
+        ax.set_title(f"LVIS {task}: rare categories (points) and their mean per image count (diamonds)",
+                     fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8, loc="upper left")
     return _save(fig, path)
 
 
@@ -393,6 +434,9 @@ def main(argv=None):
                         "of one method, averaged (default: the folder names)")
     parser.add_argument("--dataset", help="the inference/<dataset> folder to read (default: the first one)")
     parser.add_argument("--top", type=int, default=15, help="confused class pairs to name (default: %(default)s)")
+    parser.add_argument("--min-pixels", type=int, default=100,
+                        help="rank confused pairs among classes with at least this many ground-truth "
+                             "pixels (default: %(default)s)")
     parser.add_argument("--output", default="output/figures", help="folder for the figures (default: %(default)s)")
     args = parser.parse_args(argv)
     names = args.names or [os.path.basename(os.path.normpath(r)) for r in args.runs]
@@ -425,7 +469,7 @@ def main(argv=None):
                 if method.matrices:
                     stem = os.path.join(args.output, f"confusion_{file_stem(method.name, used)}")
                     written.append(write_confusion_csv(method, gt_by_pred(method), f"{stem}.csv"))
-                    written.append(plot_confusion(method, f"{stem}.png", args.top))
+                    written.append(plot_confusion(method, f"{stem}.png", args.top, args.min_pixels))
         if lvis:
             written.append(plot_lvis(lvis, os.path.join(args.output, "lvis_ap_groups.png")))
             rare = plot_lvis_rare(lvis, os.path.join(args.output, "lvis_rare_ap.png"))

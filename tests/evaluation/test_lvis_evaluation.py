@@ -60,3 +60,18 @@ def test_same_numbers_as_detectron2_and_the_ap_of_every_category(datasets_root, 
         group_values = [r["AP"] for r in rows if r["frequency"] == group and r["AP"] is not None]
         if group_values:
             assert np.mean(group_values) == pytest.approx(ours["bbox"][key], abs=1e-6)
+
+
+def test_plot_results_draws_the_rare_categories_from_the_saved_files(datasets_root, tmp_path):
+    from conftest import run_tool
+
+    dataset = "synthetic_lvis_val"
+    inputs, outputs = _noisy_detections(dataset, seed=1)
+    _evaluate(SavedLVISEvaluator(dataset, tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "run")),
+              inputs, outputs)
+    rows = json.loads((tmp_path / "run" / PER_CATEGORY_FILE_NAME).read_text())["bbox"]
+    assert any(r["frequency"] == "r" and r["AP"] is not None for r in rows)
+    proc = run_tool("plot_results.py", tmp_path / "run" / "lvis_results.json", "--names", "noisy",
+                    "--output", tmp_path / "figures")
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["lvis_ap_groups.png", "lvis_rare_ap.png"]
+    assert "lvis_rare_ap.png" in proc.stdout
