@@ -165,6 +165,43 @@ def test_plot_results_averages_seeds_and_scales_to_many_classes(num_classes, tmp
             assert 600 < image.size[0] < 4000 and image.size[1] < 2000, image.size
 
 
+def test_training_curves_overlay_runs_and_average_seeds(tmp_path):
+    """metrics.json as Detectron2's JSONWriter writes it (periodic records, evaluations with the
+    group metrics, a resumed iteration logged twice): one PNG; the mean of two seeds is drawn."""
+    import importlib.util
+
+    def write(run, seed):
+        run.mkdir()
+        lines = []
+        for it in range(19, 200, 20):
+            lines.append({"iteration": it, "total_loss": 3.0 / (1 + it / 50) + 0.1 * seed, "lr": 0.01 * (1 - it / 200)})
+        lines.append({"iteration": 99, "total_loss": 1.5 + 0.1 * seed, "lr": 0.005})  # resumed: logged again
+        for it in (99, 199):
+            lines.append({"iteration": it, "sem_seg/mIoU": it / 4 + seed, "sem_seg/mIoU-head": it / 3,
+                          "sem_seg/mIoU-body": it / 5, "sem_seg/mIoU-tail": it / 10 + seed})
+        (run / "metrics.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+    for seed in (1, 2):
+        write(tmp_path / f"ce{seed}", seed)
+    out = tmp_path / "figures" / "curves.png"
+    proc = run_tool("plot_training_curves.py", tmp_path / "ce1", tmp_path / "ce2", "--names", "CE", "CE",
+                    "--output", out)
+    assert f"wrote {out}" in proc.stdout
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 1000
+    spec = importlib.util.spec_from_file_location("curves", os.path.join(REPO, "tools", "plot_training_curves.py"))
+    curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(curves)
+    runs = [curves.read_metrics(str(tmp_path / f"ce{seed}")) for seed in (1, 2)]
+    its, mean, std = curves.mean_over_seeds(runs, "sem_seg/mIoU-tail")
+    assert its.tolist() == [99, 199] and mean.tolist() == [99 / 10 + 1.5, 199 / 10 + 1.5]
+    assert std == pytest.approx([np.std([1, 2], ddof=1)] * 2)
+    its, mean, _ = curves.mean_over_seeds(runs, "total_loss")
+    assert mean[its.tolist().index(99)] == pytest.approx(1.65)  # the record logged last wins
+    bad = run_tool("plot_training_curves.py", tmp_path, "--output", out, check=False)
+    assert bad.returncode == 2 and "holds no metrics.json" in bad.stderr
+
+
 def test_plot_results_names_a_run_without_results(tmp_path):
     proc = run_tool("plot_results.py", tmp_path, "--output", tmp_path / "figures", check=False)
     assert proc.returncode == 2 and f"error: {tmp_path} holds no inference" in proc.stderr

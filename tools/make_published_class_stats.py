@@ -109,7 +109,8 @@ def main(argv=None):
     parser.add_argument("--lvis-v0.5-train", dest="lvis_v05", help="lvis_v0.5_train.json (or its categories)")
     parser.add_argument("--lvis-v1-train", dest="lvis_v1", help="lvis_v1_train.json (or its categories)")
     parser.add_argument("--no-cityscapes", action="store_true", help="leave the Cityscapes file as it is")
-    parser.add_argument("--output-dir", default=published_stats.FILES_DIR)
+    parser.add_argument("--output-dir", default=published_stats.FILES_DIR,
+                        help="where to write the files (default: the package's class_stats_files folder)")
     args = parser.parse_args(argv)
     made = []
     try:
