@@ -202,6 +202,21 @@ def test_training_curves_overlay_runs_and_average_seeds(tmp_path):
     assert bad.returncode == 2 and "holds no metrics.json" in bad.stderr
 
 
+def test_model_zoo_cost_table_is_measured_and_kept(tmp_path):
+    zoo = tmp_path / "MODEL_ZOO.md"
+    zoo.write_text("# zoo\n\nsome text\n")
+    for config in ("configs/synthetic/deeplab_v3_plus.yaml", "configs/synthetic/fcn.yaml"):
+        run_tool("make_model_zoo_costs.py", config, "--size", 32, "--iters", 1, "--model-zoo", zoo)
+    text = zoo.read_text()
+    assert text.startswith("# zoo\n\nsome text\n") and text.count("## Cost of each config") == 1
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == ["synthetic/deeplab_v3_plus.yaml", "synthetic/fcn.yaml"]
+    for r in rows:
+        train_s, infer_s, memory = (float(v) for v in r.split("|")[2:5])
+        assert train_s > 0 and infer_s > 0 and memory > 0
+    assert "**CPU figures at a reduced size**" in text and "32x32" in text
+
+
 def test_plot_results_names_a_run_without_results(tmp_path):
     proc = run_tool("plot_results.py", tmp_path, "--output", tmp_path / "figures", check=False)
     assert proc.returncode == 2 and f"error: {tmp_path} holds no inference" in proc.stderr
