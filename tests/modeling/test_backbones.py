@@ -100,7 +100,7 @@ def test_trains_20_iterations_and_evaluates(backbone, trained):
     out = trained[backbone]
     assert (out / "model_final.pth").is_file()
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
-    losses = [m["loss_sem_seg"] for m in metrics if "loss_sem_seg" in m]
+    losses = [m["total_loss"] for m in metrics if "total_loss" in m]
     assert losses and all(0 < loss < 10 for loss in losses)
     results = json.loads((out / "inference/synthetic_ade_sem_seg_val/sem_seg_results.json").read_text())
     assert 0 <= results["sem_seg"]["mIoU"] <= 100 and 0 <= results["sem_seg"]["mACC-tail"] <= 100
