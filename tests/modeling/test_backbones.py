@@ -249,3 +249,11 @@ def test_timm_backbone_config_errors_are_one_line(datasets_root, tmp_path):
         build_model(tiny_cfg("synthetic/fcn_resnest.yaml", tmp_path, "MODEL.TIMM.OUT_FEATURES", '["res6"]'))
     with pytest.raises(ConfigError, match="MODEL.TIMM.NORM"):
         build_model(tiny_cfg("synthetic/fcn_resnest.yaml", tmp_path, "MODEL.TIMM.NORM", "GN"))
+
+
+def test_training_without_the_converted_imagenet_file_is_one_line(datasets_root, tmp_path):
+    proc = run_tool("train_net.py", "--config-file", "configs/synthetic/fcn_resnest.yaml", *TINY_TRAINING,
+                    "MODEL.WEIGHTS", tmp_path / "pretrained/resnest101e.pth", "OUTPUT_DIR", tmp_path / "out",
+                    datasets_root=datasets_root, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "does not exist" in proc.stderr and "convert_pretrained_weights.py" in proc.stderr
