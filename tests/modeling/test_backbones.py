@@ -249,6 +249,10 @@ def test_timm_backbone_config_errors_are_one_line(datasets_root, tmp_path):
         build_model(tiny_cfg("synthetic/fcn_resnest.yaml", tmp_path, "MODEL.TIMM.OUT_FEATURES", '["res6"]'))
     with pytest.raises(ConfigError, match="MODEL.TIMM.NORM"):
         build_model(tiny_cfg("synthetic/fcn_resnest.yaml", tmp_path, "MODEL.TIMM.NORM", "GN"))
+    with pytest.raises(ConfigError, match="MODEL.BACKBONE.FREEZE_AT"):
+        build_model(tiny_cfg("synthetic/fcn_resnest.yaml", tmp_path, "MODEL.BACKBONE.FREEZE_AT", 2))
+    with pytest.raises(ConfigError, match="MODEL.TIMM.MODEL_KWARGS"):  # HRNet cannot dilate
+        build_model(tiny_cfg("synthetic/ocrnet_hrnet.yaml", tmp_path, "MODEL.TIMM.OUTPUT_STRIDE", 8))
 
 
 def test_training_without_the_converted_imagenet_file_is_one_line(datasets_root, tmp_path):

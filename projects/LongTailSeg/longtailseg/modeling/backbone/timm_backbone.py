@@ -144,6 +144,9 @@ class TimmBackbone(Backbone):
 def build_timm_backbone(cfg, input_shape):
     """The backbone ``MODEL.TIMM`` describes (``MODEL.BACKBONE.NAME: "build_timm_backbone"``)."""
     timm_cfg = cfg.MODEL.TIMM
+    if cfg.MODEL.BACKBONE.FREEZE_AT:
+        raise ConfigError(f"MODEL.BACKBONE.FREEZE_AT={cfg.MODEL.BACKBONE.FREEZE_AT} is for Detectron2's "
+                          "ResNet; build_timm_backbone trains every stage: set it to 0")
     return TimmBackbone(
         timm_cfg.NAME, list(timm_cfg.OUT_FEATURES), in_channels=input_shape.channels,
         model_kwargs=timm_model_kwargs(timm_cfg), norm=timm_cfg.NORM,
