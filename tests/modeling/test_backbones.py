@@ -200,6 +200,8 @@ def _timm_resnet_c(cfg):
 def test_resnet_c_weights_of_timm_and_mmcv_round_trip(datasets_root, tmp_path):
     """ResNet-50c weights in timm's and mmcv's layouts (random here) converted by the tool: the
     Detectron2 deep-stem ResNet then computes timm's resnet50c features."""
+    from longtailseg.modeling.backbone.weight_conversion import convert_for_backbone, read_published_weights
+
     cfg = tiny_cfg("synthetic/deeplab_v3_plus_R_c.yaml", tmp_path, "MODEL.RESNETS.RES4_DILATION", 1,
                    "MODEL.RESNETS.RES5_DILATION", 1, "MODEL.RESNETS.NORM", "BN")
     torch.manual_seed(2)
@@ -218,9 +220,12 @@ def test_resnet_c_weights_of_timm_and_mmcv_round_trip(datasets_root, tmp_path):
     with torch.no_grad():
         expected = published.forward_features(x)
     opts = ["MODEL.RESNETS.RES4_DILATION", 1, "MODEL.RESNETS.RES5_DILATION", 1, "MODEL.RESNETS.NORM", "BN"]
+    # the command for timm's file; the same conversion in-process for mmcv's (one process less)
+    run_tool("convert_pretrained_weights.py", "--config-file", "configs/synthetic/deeplab_v3_plus_R_c.yaml",
+             "--input", tmp_path / "timm.pth", "--output", tmp_path / "timm_d2.pth", *opts)
+    converted = convert_for_backbone(build_backbone(cfg), cfg, read_published_weights(str(tmp_path / "mmcv.pth")))
+    torch.save({"model": converted}, tmp_path / "mmcv_d2.pth")
     for layout in ("timm", "mmcv"):
-        run_tool("convert_pretrained_weights.py", "--config-file", "configs/synthetic/deeplab_v3_plus_R_c.yaml",
-                 "--input", tmp_path / f"{layout}.pth", "--output", tmp_path / f"{layout}_d2.pth", *opts)
         cfg.defrost()
         cfg.MODEL.WEIGHTS = str(tmp_path / f"{layout}_d2.pth")
         model = build_checked_model(cfg, weights="pretrained").eval()
