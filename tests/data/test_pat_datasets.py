@@ -251,3 +251,19 @@ def test_class_stats_groups_and_evaluation(pat_root, tmp_path):
         results = evaluator.evaluate()["sem_seg"]
         assert results["mIoU"] == pytest.approx(100) and results["pACC"] == pytest.approx(100)
         assert results["DiceErr"] == pytest.approx(0)
+
+
+def test_make_synthetic_data_writes_the_pat_formats(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_synthetic_data", os.path.join(REPO, "tools", "make_synthetic_data.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--root", str(tmp_path / "pets"), "--format", "oxford_pet", "--num-images", "4",
+                      "--size", "16"]) == 0
+    assert sorted(os.listdir(tmp_path / "pets" / "annotations")) == ["list.txt", "test.txt", "trainval.txt", "trimaps"]
+    assert len(os.listdir(tmp_path / "pets" / "images")) == 4
+    assert tool.main(["--root", str(tmp_path / "pets"), "--format", "oxford_pet"]) == 2  # exists, no --force
+    assert tool.main(["--root", str(tmp_path / "nyu"), "--format", "nyuv2", "--num-classes", "30"]) == 2
+    assert tool.main(["--root", str(tmp_path / "nyu"), "--format", "nyuv2", "--num-images", "2"]) == 2
+    assert not os.path.exists(tmp_path / "nyu")

@@ -4,7 +4,7 @@ registered from ``$DETECTRON2_DATASETS/oxford_pet`` (and the synthetic copy from
 
 The published layout (images.tar.gz and annotations.tar.gz unpacked side by side)::
 
-    oxford_pet/images/<Breed>_<n>.jpg                 7390 images (7349 listed in the splits)
+    oxford_pet/images/<Breed>_<n>.jpg                 about 7400 images (7349 listed in the splits)
     oxford_pet/annotations/trimaps/<Breed>_<n>.png    1 = pet, 2 = background, 3 = not classified
     oxford_pet/annotations/{trainval,test}.txt        "<image> <class id> <species> <breed id>"
     oxford_pet/annotations/trimaps_detectron2/*.png   written by datasets/prepare_oxford_pet.py
