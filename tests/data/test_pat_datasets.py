@@ -267,3 +267,31 @@ def test_make_synthetic_data_writes_the_pat_formats(tmp_path):
     assert tool.main(["--root", str(tmp_path / "nyu"), "--format", "nyuv2", "--num-classes", "30"]) == 2
     assert tool.main(["--root", str(tmp_path / "nyu"), "--format", "nyuv2", "--num-images", "2"]) == 2
     assert not os.path.exists(tmp_path / "nyu")
+
+
+def test_the_protocol_applies_to_any_registered_dataset(datasets_root, tmp_path):
+    from longtailseg.data.pat_protocol import register_pat_protocol
+
+    sources = ["synthetic_ade_sem_seg_train", "synthetic_ade_sem_seg_val"]
+    names = register_pat_protocol(sources, "t_ade", str(tmp_path / "split.json"))
+    try:
+        assert names == ["t_ade_pat_train", "t_ade_pat_val", "t_ade_pat_test"]
+        everything = sorted(r["file_name"] for s in sources for r in DatasetCatalog.get(s))
+        parts = [DatasetCatalog.get(n) for n in names]
+        assert sorted(r["file_name"] for p in parts for r in p) == everything
+        assert [len(p) for p in parts] == split_counts(len(everything))
+        metadata = check_dataset("t_ade_pat_val")
+        assert metadata.stuff_classes == MetadataCatalog.get(sources[0]).stuff_classes
+        assert not hasattr(metadata, "image_root")  # a split is part of a folder: no folder checks
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+    few = register_pat_protocol(["t_oxford_test"], "t_few", str(tmp_path / "few.json"))
+    try:
+        with pytest.raises(DatasetError, match="test split of 6 images is empty"):
+            DatasetCatalog.get("t_few_pat_test")
+    finally:
+        for name in few:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

@@ -21,7 +21,7 @@ import os
 from typing import Dict, List, Sequence
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog
 
 from ..errors import DatasetError
 from ..io import write_json_atomically
@@ -125,6 +125,20 @@ def load_split_records(records: List[dict], path: str, split: str, seed: int = P
     return [by_key[key] for key in splits[split]]
 
 
+class SplitMetadata(Metadata):
+    """Metadata of a split of another registered dataset (``split_source``): a key not set here is
+    the source's, read when first asked (so a source whose metadata lives in a file,
+    ``FileMetadata``, is read only then). The source's ``image_root`` and ``sem_seg_root`` are not
+    inherited: a split is part of a folder, so the pre-flight's whole-folder checks do not apply."""
+
+    NOT_INHERITED = ("name", "split_source", "image_root", "sem_seg_root")
+
+    def __getattr__(self, key):
+        if key.startswith("_") or key in self.NOT_INHERITED or "split_source" not in self.__dict__:
+            return super().__getattr__(key)
+        return getattr(MetadataCatalog.get(self.__dict__["split_source"]), key)
+
+
 def _load_from_sources(source_names, path, split, seed, ratios):
     records = [r for name in source_names for r in DatasetCatalog.get(name)]
     return load_split_records(records, path, split, seed, ratios)
@@ -135,12 +149,9 @@ def register_pat_protocol(source_names: Sequence[str], prefix: str, split_file: 
     """Register ``<prefix>_pat_train / _val / _test``: the records of the registered datasets
     ``source_names`` (all the labelled images, e.g. a dataset's published train and test splits
     together) split by :func:`load_or_write_split` through ``split_file``. The new sets' metadata
-    are the first source's plain keys (class names, ignore label, evaluator type) and
-    ``metadata``; ``image_root`` / ``sem_seg_root`` are left out (a split is part of a folder, so
-    the pre-flight's whole-folder checks do not apply). Reads no file; returns the names."""
+    are ``metadata`` and, for every other key, the first source's (:class:`SplitMetadata`).
+    Reads no file; returns the names."""
     names = []
-    source = MetadataCatalog.get(source_names[0]).as_dict() if source_names[0] in MetadataCatalog.list() else {}
-    inherited = {k: v for k, v in source.items() if k not in ("name", "image_root", "sem_seg_root")}
     for split in PAT_SPLITS:
         name = f"{prefix}_pat_{split}"
         if name in DatasetCatalog.list():
@@ -149,7 +160,8 @@ def register_pat_protocol(source_names: Sequence[str], prefix: str, split_file: 
             MetadataCatalog.remove(name)
         DatasetCatalog.register(name, functools.partial(_load_from_sources, tuple(source_names),
                                                         split_file, split, seed, tuple(ratios)))
-        MetadataCatalog.get(name).set(**{**inherited, **metadata, "pat_split_file": split_file})
+        MetadataCatalog[name] = SplitMetadata(name=name, split_source=source_names[0],
+                                              pat_split_file=split_file, **metadata)
         names.append(name)
     return names
 
