@@ -38,8 +38,8 @@ from longtailseg.errors import LongTailSegError
 def _save(array, path):
     if os.path.exists(path):
         return
-    tmp = path + ".tmp.png"
-    Image.fromarray(array).save(tmp)
+    tmp = path + ".tmp"  # not *.png: a leftover is never read as a frame
+    Image.fromarray(array).save(tmp, format="PNG")
     os.replace(tmp, path)
 
 

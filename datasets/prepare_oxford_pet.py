@@ -39,8 +39,8 @@ def convert(source, target):
         raise LongTailSegError(f"{source} cannot be read as a PNG ({type(e).__name__}); unpack "
                                "annotations.tar.gz again") from None
     label = trimap_to_label(trimap, source)
-    tmp = target + ".tmp.png"
-    Image.fromarray(label).save(tmp)
+    tmp = target + ".tmp"  # not *.png: a leftover is never read as a label
+    Image.fromarray(label).save(tmp, format="PNG")
     os.replace(tmp, target)
 
 

@@ -295,3 +295,14 @@ def test_the_protocol_applies_to_any_registered_dataset(datasets_root, tmp_path)
         for name in few:
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
+
+
+def test_pat_iterations_tool(pat_root):
+    from conftest import run_tool
+
+    proc = run_tool("pat_iterations.py", "--dataset", "oxford_pet_pat_train", "--epochs", 100, "--batch", 4,
+                    datasets_root=pat_root)
+    assert "10 images, 100 epochs at batch 4: SOLVER.MAX_ITER 300 (3 iterations per epoch)" in proc.stdout
+    proc = run_tool("pat_iterations.py", "--images", 5879, "--batch", 8)
+    assert "SOLVER.MAX_ITER 73500" in proc.stdout
+    _one_line_error(run_tool("pat_iterations.py", "--images", 10, "--batch", 0, check=False), "batch >= 1")
