@@ -119,7 +119,7 @@ OBJECT_RANKS = [4, 5, 7, 3, 6, 11, 9, 8, 23, 25, 10, 14, 12, 18, 16, 13, 15, 17,
                 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]
 
 
-def nyuv2_sample(rng, height, width, palette, num_raw):
+def nyuv2_sample(rng, height, width, palette):
     """(RGB image, raw labels) of one synthetic indoor frame."""
     label = np.ones((height, width), np.uint16)  # wall
     floor = int(height * rng.uniform(0.2, 0.35))
@@ -174,7 +174,7 @@ def write_nyuv2_mat(folder, num_images=12, size=32, seed=0, force=False):
     mapping = list(range(1, 41)) + [target for _, target in EXTRA_RAW_CLASSES]
     palette = rng.integers(20, 236, (len(names) + 1, 3))
     palette[0] = 0
-    frames = [nyuv2_sample(rng, height, width, palette, len(names)) for _ in range(num_images)]
+    frames = [nyuv2_sample(rng, height, width, palette) for _ in range(num_images)]
 
     def write(staging):
         path = os.path.join(staging, "nyu_depth_v2_labeled.mat")
