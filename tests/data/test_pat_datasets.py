@@ -34,13 +34,25 @@ from longtailseg.errors import DatasetError
 from longtailseg.evaluation import LongTailSemSegEvaluator
 
 
-def _prepare(script, *args, check=True):
+def _script(folder, name):
+    """A datasets/ or tools/ script as a module (its ``main(argv)`` returns the exit status)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(REPO, folder, name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _prepare(script, *args):
+    """Run a prepare script in this process; returns its exit status."""
+    return _script("datasets", script).main([str(a) for a in args])
+
+
+def _prepare_in_a_process(script, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "datasets", script), *map(str, args)],
+    return subprocess.run([sys.executable, os.path.join(REPO, "datasets", script), *map(str, args)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def _one_line_error(proc, *parts):
@@ -53,6 +65,17 @@ def _one_line_error(proc, *parts):
     return last
 
 
+def _refused(capsys, status, *parts):
+    """Exit status 2, stderr ending in one ``error:`` line (after any progress bar) naming each
+    of ``parts``."""
+    err = capsys.readouterr().err.strip()
+    assert status == 2, err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: ") and "Traceback" not in err, err
+    for part in parts:
+        assert part in last, err
+
+
 @pytest.fixture(scope="module")
 def pat_root(tmp_path_factory):
     """A DETECTRON2_DATASETS-like folder with synthetic oxford_pet/ and nyuv2/ prepared, registered
@@ -60,8 +83,8 @@ def pat_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("pat_data")
     write_oxford_pet(root / "oxford_pet", num_images=12, size=32, seed=0)
     write_nyuv2_mat(root / "nyuv2", num_images=12, size=32, seed=0)
-    _prepare("prepare_oxford_pet.py", "--root", root)
-    _prepare("prepare_nyuv2.py", "--root", root)
+    assert _prepare("prepare_oxford_pet.py", "--root", root) == 0
+    assert _prepare("prepare_nyuv2.py", "--root", root) == 0
     names = register_oxford_pet(root / "oxford_pet", prefix="t_oxford")
     names += register_nyuv2(root / "nyuv2", prefix="t_nyuv2")
     yield root
@@ -145,12 +168,13 @@ def test_oxford_pet_sets_load_prepared_labels(pat_root):
     assert MetadataCatalog.get("t_oxford_pat_val").stuff_classes == ["background", "boundary", "body"]
 
 
-def test_oxford_pet_prepare_errors_are_one_line(tmp_path):
-    _one_line_error(_prepare("prepare_oxford_pet.py", "--root", tmp_path, check=False), "trimaps", "does not exist")
+def test_oxford_pet_prepare_errors_are_one_line(tmp_path, capsys):
+    # As a user runs it: a process whose stderr ends in one error line, exit status 2.
+    _one_line_error(_prepare_in_a_process("prepare_oxford_pet.py", "--root", tmp_path), "trimaps", "does not exist")
     write_oxford_pet(tmp_path / "oxford_pet", num_images=3, size=16)
     bad = tmp_path / "oxford_pet" / "annotations" / "trimaps" / "Abyssinian_1.png"
     Image.fromarray(np.full((16, 16), 7, np.uint8)).save(bad)
-    _one_line_error(_prepare("prepare_oxford_pet.py", "--root", tmp_path, check=False), str(bad), "value 7")
+    _refused(capsys, _prepare("prepare_oxford_pet.py", "--root", tmp_path), str(bad), "value 7")
 
 
 def test_oxford_pet_without_prepared_labels_names_the_script(tmp_path):
@@ -213,20 +237,23 @@ def test_nyuv2_sets_share_one_split(pat_root):
     assert test13 == test40
 
 
-def test_nyuv2_prepare_errors_are_one_line(tmp_path, pat_root):
+def test_nyuv2_prepare_errors_are_one_line(tmp_path, pat_root, capsys):
     folder = tmp_path / "nyuv2"
     folder.mkdir()
-    _one_line_error(_prepare("prepare_nyuv2.py", "--root", tmp_path, "--mapping40", "x.txt", check=False),
+    _one_line_error(_prepare_in_a_process("prepare_nyuv2.py", "--root", tmp_path, "--mapping40", "x.txt"),
                     "nyu_depth_v2_labeled.mat", "does not exist")
     (folder / "nyu_depth_v2_labeled.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
-    _one_line_error(_prepare("prepare_nyuv2.py", "--root", tmp_path, "--mapping40", "x.txt", check=False),
-                    "not an HDF5")
+    _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mapping40", "x.txt"), "not an HDF5")
     mat = pat_root / "nyuv2" / "nyu_depth_v2_labeled.mat"
-    _one_line_error(_prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat, check=False), "--mapping40")
+    _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat), "--mapping40")
     short = tmp_path / "map.txt"
     short.write_text("1 2 3\n")
-    _one_line_error(_prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat, "--mapping40", short,
-                             check=False), "maps 3 raw classes", "48")
+    _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat, "--mapping40", short),
+             "maps 3 raw classes", "48")
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 x\n")
+    _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat, "--mapping40", bad),
+             str(bad), "not a list of integers")
 
 
 # --- statistics and evaluation, as for ADE20K -----------------------------------------------------
@@ -254,11 +281,7 @@ def test_class_stats_groups_and_evaluation(pat_root, tmp_path):
 
 
 def test_make_synthetic_data_writes_the_pat_formats(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_synthetic_data", os.path.join(REPO, "tools", "make_synthetic_data.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = _script("tools", "make_synthetic_data.py")
     assert tool.main(["--root", str(tmp_path / "pets"), "--format", "oxford_pet", "--num-images", "4",
                       "--size", "16"]) == 0
     assert sorted(os.listdir(tmp_path / "pets" / "annotations")) == ["list.txt", "test.txt", "trainval.txt", "trimaps"]
@@ -297,12 +320,26 @@ def test_the_protocol_applies_to_any_registered_dataset(datasets_root, tmp_path)
             MetadataCatalog.remove(name)
 
 
-def test_pat_iterations_tool(pat_root):
+def test_pat_iterations_tool(pat_root, capsys):
     from conftest import run_tool
 
+    # As a user runs it: oxford_pet_pat_train registered from DETECTRON2_DATASETS at import.
     proc = run_tool("pat_iterations.py", "--dataset", "oxford_pet_pat_train", "--epochs", 100, "--batch", 4,
                     datasets_root=pat_root)
     assert "10 images, 100 epochs at batch 4: SOLVER.MAX_ITER 300 (3 iterations per epoch)" in proc.stdout
-    proc = run_tool("pat_iterations.py", "--images", 5879, "--batch", 8)
-    assert "SOLVER.MAX_ITER 73500" in proc.stdout
-    _one_line_error(run_tool("pat_iterations.py", "--images", 10, "--batch", 0, check=False), "batch >= 1")
+    tool = _script("tools", "pat_iterations.py")
+    assert tool.main(["--images", "5879", "--batch", "8"]) == 0
+    assert "SOLVER.MAX_ITER 73500" in capsys.readouterr().out
+    _refused(capsys, tool.main(["--images", "10", "--batch", "0"]), "batch >= 1")
+
+
+@pytest.mark.parametrize("family, classes", [("oxford_pet", 3), ("nyuv2_13", 14), ("nyuv2_40", 40),
+                                             ("synthetic_oxford_pet", 3), ("synthetic_nyuv2_13", 14),
+                                             ("synthetic_nyuv2_40", 40)])
+def test_the_configs_names_are_registered_without_data(family, classes):
+    for split in ("train", "val", "test"):
+        metadata = check_dataset(f"{family}_pat_{split}")  # metadata only: no file is needed
+        assert len(metadata.stuff_classes) == classes and metadata.ignore_label == 255
+    if family.endswith("oxford_pet"):
+        check_dataset(f"{family}_trainval")
+        check_dataset(f"{family}_test")
