@@ -126,4 +126,5 @@ class LogitVariation(nn.Module):
         return noise
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, distribution={self.distribution}, num_classes={self.scale.numel()}, class_dim={self.class_dim}"
+        return (f"sigma={self.sigma}, distribution={self.distribution}, num_classes={self.scale.numel()}, "
+                f"class_dim={self.class_dim}")
