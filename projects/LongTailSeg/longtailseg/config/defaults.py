@@ -70,7 +70,12 @@ def add_longtailseg_config(cfg):
     # by each class's rarity is added to the logits before the loss. Authors' default SIGMA = 4.
     cfg.MODEL.LONG_TAIL.BLV = CN()
     cfg.MODEL.LONG_TAIL.BLV.ENABLED = False
+    # Std of the noise before the clamp ("xavier": the gain of Glorot's std).
     cfg.MODEL.LONG_TAIL.BLV.SIGMA = 4.0
+    # The noise's law, as PAT compares them: "gaussian" (BLV's own), "uniform" (U(-sqrt(3) SIGMA,
+    # sqrt(3) SIGMA), std SIGMA) or "xavier" (torch.nn.init.xavier_normal_ on the noise tensor,
+    # gain SIGMA); see longtailseg/longtail/variation.py.
+    cfg.MODEL.LONG_TAIL.BLV.DISTRIBUTION = "gaussian"
 
     # Generalized re-weighting: class weights w_c = r_c^-RHO (sum C) in the classification loss.
     # DisAlign's RHO: 0.2 for ADE20K semantic segmentation, 0.8 for LVIS.
