@@ -19,6 +19,18 @@ Example:
     python tools/make_synthetic_data.py --root datasets/synthetic_lvis_v1_profile --profile lvis_v1
     export DETECTRON2_DATASETS=datasets   # the configs' synthetic_* data sets are then found
 
+With --format, one of the two data sets PAT adds, in its published layout instead (32 px, 12
+images by default; `make data-pat` writes them and runs their prepare scripts):
+  oxford_pet  images/*.jpg, annotations/trimaps/*.png (1 pet, 2 background, 3 boundary) and
+              annotations/{trainval,test,list}.txt
+  nyuv2       nyu_depth_v2_labeled.mat (MATLAB v7.3 / HDF5, the published arrays) and
+              classMapping40.txt (its raw -> 40 class table)
+
+    python tools/make_synthetic_data.py --root datasets/synthetic/oxford_pet --format oxford_pet
+    python datasets/prepare_oxford_pet.py --root datasets/synthetic
+    python tools/make_synthetic_data.py --root datasets/synthetic/nyuv2 --format nyuv2
+    python datasets/prepare_nyuv2.py --root datasets/synthetic
+
 A profile is refused in the folder another profile's sets are read from (e.g. --profile ade20k
 into .../synthetic).
 """
@@ -33,6 +45,7 @@ from longtailseg.data.synthetic.generator import (
     generate_profile,
 )
 from longtailseg.data.synthetic.layout import check_profile_folder
+from longtailseg.data.synthetic.pat_formats import write_nyuv2_mat, write_oxford_pet
 from longtailseg.errors import LongTailSegError
 
 
@@ -48,17 +61,34 @@ def parse_args(argv=None):
                         help="training images per set (default 400; profiles: 300 ade20k, 1000 lvis_v1)")
     parser.add_argument("--num-val-images", type=int, default=None,
                         help="validation images per set (default 100; profiles: 100 ade20k, 400 lvis_v1)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default 64; --format: 32)")
+    parser.add_argument("--format", choices=("oxford_pet", "nyuv2"), default=None,
+                        help="write Oxford-IIIT Pet's or NYUv2's published layout into --root instead")
     parser.add_argument("--force", action="store_true", help="replace existing synthetic data")
     return parser.parse_args(argv)
 
 
+def _write_pat_format(args):
+    if args.profile != "default" or args.num_classes != 19 or args.num_val_images is not None:
+        raise LongTailSegError(f"--format {args.format} takes --root, --seed, --num-images, --size and "
+                               "--force only (its classes are the data set's own)")
+    writer = write_oxford_pet if args.format == "oxford_pet" else write_nyuv2_mat
+    size = args.size or 32
+    summary = writer(args.root, num_images=12 if args.num_images is None else args.num_images, size=size, seed=args.seed, force=args.force)
+    print(f"wrote {summary['images']} synthetic {args.format} images ({size} px) under {summary['folder']}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.format is None and args.size is None:
+        args.size = 64
     try:
         # The sets registered from DETECTRON2_DATASETS/<folder> read that folder's profile: another
         # profile written there would fail every run that uses them.
         check_profile_folder(args.root, args.profile)
+        if args.format is not None:
+            return _write_pat_format(args)
         if args.profile == "default":
             summary = generate(
                 args.root,

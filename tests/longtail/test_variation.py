@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from longtailseg.longtail.variation import LogitVariation, rarity_scale
+from longtailseg.longtail.variation import LogitVariation, draw_noise, noise_std, rarity_scale
 
 COUNTS = [1_000_000, 100_000, 10_000, 1_000, 10]
 
@@ -101,3 +101,79 @@ def test_two_calls_before_backward_both_get_their_gradient():
     ((first * 2).sum() + second.sum()).backward()
     assert torch.equal(x1.grad, torch.full_like(x1, 2.0)) and torch.equal(x2.grad, torch.ones_like(x2))
     assert not torch.equal(first, second)
+
+
+# --- the noise distributions PAT compares (Gaussian, Uniform, Xavier) -------------------------------
+
+def _xavier_std(sigma, shape):
+    """Glorot's std with gain sigma, the fans worked out by hand: (N, C, H, W) -> fan_in C*H*W,
+    fan_out N*H*W; (R, C) -> C, R."""
+    spatial = shape[2] * shape[3] if len(shape) == 4 else 1
+    return sigma * math.sqrt(2.0 / (shape[1] * spatial + shape[0] * spatial))
+
+
+@pytest.mark.parametrize("distribution, sigma, shape", [
+    ("gaussian", 0.5, (400_000, 5)),
+    ("uniform", 0.5, (400_000, 5)),
+    ("uniform", 0.2, (8, 5, 100, 100)),
+    ("xavier", 4.0, (8, 5, 100, 100)),
+    ("xavier", 300.0, (400_000, 5)),
+])
+def test_each_distribution_has_its_documented_moments(distribution, sigma, shape):
+    torch.manual_seed(0)
+    eps = draw_noise(torch.empty(shape, dtype=torch.float64), distribution, sigma)
+    std = _xavier_std(sigma, shape) if distribution == "xavier" else sigma
+    assert noise_std(distribution, sigma, shape) == pytest.approx(std)
+    n = eps.numel()
+    assert eps.mean().item() == pytest.approx(0.0, abs=5 * std / math.sqrt(n))
+    # the sample std's standard error is at most std * sqrt(2 / n) for these laws (kurtosis <= 3)
+    assert eps.std().item() == pytest.approx(std, abs=5 * std * math.sqrt(2.0 / n))
+    kurtosis = ((eps - eps.mean()) ** 4).mean().item() / eps.var().item() ** 2
+    assert kurtosis == pytest.approx(1.8 if distribution == "uniform" else 3.0, abs=0.05)
+    if distribution == "uniform":
+        assert eps.abs().max().item() <= math.sqrt(3) * sigma
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "xavier"])
+def test_every_distribution_is_training_only_and_clamped_and_scaled(distribution):
+    blv = LogitVariation(COUNTS, sigma=2.0, distribution=distribution)
+    logits = torch.randn(2, 5, 6, 6)
+    assert torch.equal(blv.eval()(logits), logits)
+    shift = blv.train()(torch.zeros(2, 5, 6, 6))
+    scale = rarity_scale(COUNTS).view(1, 5, 1, 1)
+    assert (shift >= 0).all() and (shift <= scale + 1e-6).all() and shift.sum() > 0
+
+
+def test_uniform_mean_shift_matches_its_expectation():
+    # eps ~ U(-a, a), a = sqrt(3) sigma > 1: E|clamp(eps)| = (1/a) * (1/2) + (1 - 1/a) * 1
+    sigma = 1.0
+    a = math.sqrt(3) * sigma
+    torch.manual_seed(0)
+    blv = LogitVariation([1, 1, 1, 1, 10], sigma=sigma, distribution="uniform").train()
+    shift = blv(torch.zeros(200_000, 5))[:, :4]
+    assert shift.mean().item() == pytest.approx(0.5 / a + (1 - 1 / a), abs=5 * 0.5 / math.sqrt(shift.numel()))
+
+
+def test_gaussian_is_the_default_and_an_unknown_law_is_refused():
+    assert LogitVariation(COUNTS).distribution == "gaussian"
+    with pytest.raises(ValueError, match="gaussian, uniform, xavier"):
+        LogitVariation(COUNTS, distribution="cauchy")
+
+
+def test_distribution_is_read_from_the_config():
+    from detectron2.config import get_cfg
+
+    from longtailseg.config import add_longtailseg_config
+    from longtailseg.errors import ConfigError
+    from longtailseg.modeling.long_tail_classifier import LongTailClassifier, check_blv_sigma
+
+    cfg = get_cfg()
+    add_longtailseg_config(cfg)
+    assert cfg.MODEL.LONG_TAIL.BLV.DISTRIBUTION == "gaussian"
+    classifier = LongTailClassifier(5, 8, spatial=True, class_counts=COUNTS, blv_sigma=1.0,
+                                    blv_distribution="xavier")
+    assert classifier.variation.distribution == "xavier"
+    cfg.MODEL.LONG_TAIL.BLV.ENABLED = True
+    cfg.MODEL.LONG_TAIL.BLV.DISTRIBUTION = "Xavier"
+    with pytest.raises(ConfigError, match="MODEL.LONG_TAIL.BLV.DISTRIBUTION"):
+        check_blv_sigma(cfg.MODEL.LONG_TAIL)

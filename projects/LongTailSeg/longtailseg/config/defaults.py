@@ -70,7 +70,12 @@ def add_longtailseg_config(cfg):
     # by each class's rarity is added to the logits before the loss. Authors' default SIGMA = 4.
     cfg.MODEL.LONG_TAIL.BLV = CN()
     cfg.MODEL.LONG_TAIL.BLV.ENABLED = False
+    # Std of the noise before the clamp ("xavier": the gain of Glorot's std).
     cfg.MODEL.LONG_TAIL.BLV.SIGMA = 4.0
+    # The noise's law, as PAT compares them: "gaussian" (BLV's own), "uniform" (U(-sqrt(3) SIGMA,
+    # sqrt(3) SIGMA), std SIGMA) or "xavier" (torch.nn.init.xavier_normal_ on the noise tensor,
+    # gain SIGMA); see longtailseg/longtail/variation.py.
+    cfg.MODEL.LONG_TAIL.BLV.DISTRIBUTION = "gaussian"
 
     # Generalized re-weighting: class weights w_c = r_c^-RHO (sum C) in the classification loss.
     # DisAlign's RHO: 0.2 for ADE20K semantic segmentation, 0.8 for LVIS.
@@ -140,6 +145,33 @@ def add_longtailseg_config(cfg):
     # LongTailOCRHead: weight of the plain cross-entropy on the auxiliary soft-region logits
     # (loss_sem_seg_aux; 0.4 in Yuan et al. 2020).
     cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_LOSS_WEIGHT = 0.4
+    # LongTailOCRHead: kernel of the auxiliary soft-region branch's conv-norm-ReLU (3 on a ResNet's
+    # res5; the OCRNet paper's HRNet model uses 1, as mmsegmentation's FCN auxiliary head there).
+    cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_KERNEL_SIZE = 3
+    # LongTailOCRHead: channels of that conv; 0 = CONVS_DIM. The HRNet-W48 model: 720 (its input's).
+    cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_CHANNELS = 0
+
+    # ---- Backbones from timm: MODEL.BACKBONE.NAME "build_timm_backbone" (modeling/backbone/) ----
+    cfg.MODEL.TIMM = CN()
+    # The timm model (timm.list_models()): "resnest101e" (ResNeSt-101), "hrnet_w48", "hrnet_w18", ...
+    # Randomly initialised; its ImageNet weights come from MODEL.WEIGHTS, converted once by
+    # tools/convert_pretrained_weights.py from timm's published file.
+    cfg.MODEL.TIMM.NAME = "resnest101e"
+    # Features returned, named by stage as Detectron2's ResNet names them: "stem" (stride 2),
+    # "res2" ... "res5" (strides 4 ... 32, or the output stride where dilated).
+    cfg.MODEL.TIMM.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    # 32, 16 or 8: dilate the last stages instead of striding (ResNet-family models; HRNet: 32 only).
+    cfg.MODEL.TIMM.OUTPUT_STRIDE = 32
+    # Also return "concat": the OUT_FEATURES upsampled bilinearly to the finest and concatenated
+    # (HRNetV2's representation, the feature OCRNet on HRNet reads).
+    cfg.MODEL.TIMM.CONCAT_OUTPUT = False
+    # Norm replacing the model's BatchNorm2d: "BN" (kept), "SyncBN", "naiveSyncBN" (syncs CPU
+    # processes too), "FrozenBN".
+    cfg.MODEL.TIMM.NORM = "BN"
+    # Keyword arguments of timm.create_model (new keys allowed in a config file, not on the
+    # command line): e.g. HRNet's feature_location "" (the raw branches) and stage widths
+    # (stem_width, stage1 ... stage4), a ResNet's layers / channels / stem_width; tiny widths for tests.
+    cfg.MODEL.TIMM.MODEL_KWARGS = CN(new_allowed=True)
 
     # DistributedDataParallel(find_unused_parameters=...): True for models whose forward leaves
     # parameters without gradient (frozen stage 2, experts that skip a batch).

@@ -25,7 +25,7 @@ from ..modeling.extension_points import check_model_config, model_needs_class_st
 from . import run_folder, stage2
 from .config_checks import check_run_config
 from .checkpoint import LongTailCheckpointer, check_complete_load, check_output_dir, check_weights_file
-from .weights import ensure_weights_available
+from .weights import check_local_weights, ensure_weights_available
 
 logger = logging.getLogger(__name__)
 _KEYS_HELP = "LongTailSeg's keys and defaults: docs/CONFIG_REFERENCE.md, or longtailseg/config/defaults.py"
@@ -115,6 +115,8 @@ def setup(args, add_config=()):
     ensure_weights_available(cfg, resuming=args.resume)  # offline: names the file to fetch
     if args.eval_only:
         check_weights_file(cfg, resuming=args.resume)
+    else:
+        check_local_weights(cfg, resuming=args.resume)
     check_output_dir(cfg.OUTPUT_DIR)
     default_setup(cfg, args)
     setup_logging(cfg)

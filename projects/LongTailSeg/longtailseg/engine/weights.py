@@ -41,3 +41,19 @@ def ensure_weights_available(cfg, resuming=False):
             f"machine with network and put it at {cached} (Detectron2 reads it from there), "
             "or set MODEL.WEIGHTS to a local copy"
         ) from None
+
+
+def check_local_weights(cfg, resuming=False):
+    """A training's local MODEL.WEIGHTS (ImageNet weights of the backbone, a checkpoint to start
+    from) must exist: one line saying how to make the converted ImageNet files the configs name,
+    instead of the checkpointer's assertion."""
+    weights = cfg.MODEL.WEIGHTS
+    if not weights or "://" in weights or os.path.isfile(weights):
+        return
+    if resuming and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        return
+    raise ConfigError(
+        f"MODEL.WEIGHTS {weights} does not exist; for a backbone's ImageNet weights make it with "
+        "tools/convert_pretrained_weights.py from the published release (MODEL_ZOO.md, \"ImageNet "
+        "weights of the backbones\"), else point MODEL.WEIGHTS at the file (\"\" trains from scratch)"
+    )

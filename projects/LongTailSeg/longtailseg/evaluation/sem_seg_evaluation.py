@@ -55,6 +55,17 @@ def sem_seg_metrics(
     ``mACC``, ``pACC``, ``ACC-<name>``) plus ``mIoU-<group>`` and ``mACC-<group>`` for each group,
     ``mDice`` (mean of the per-class Dice 2TP / (|pred| + |gt|)) and ``DiceErr`` = 1 - mDice / 100,
     the "Dice error" of the PAT paper (a fraction, not a percentage).
+
+    PAT's three metrics (mIoU, "Pix Acc" = ``pACC``, "Dice Err" = ``DiceErr``) are computed here
+    over the whole evaluated set, from one confusion matrix summed over its images, not per image
+    and then averaged. The paper does not say which it used; over the set is chosen because (1) it
+    is the standard rule of Detectron2's SemSegEvaluator and mmsegmentation, which PAT's mIoU is
+    compared against; (2) a per-image mean is undefined or arbitrary for the classes an image lacks
+    (most NYUv2 frames miss most of the 14 categories), and would weigh a tail class's few pixels
+    in one image like a whole image of background; (3) pixel accuracy is then the share of all
+    labelled pixels, whatever the image sizes. PAT's table lists Dice errors above 1 on NYUv2
+    (1.80-2.40), which no 1 - mean Dice can be, so its exact formula is not recoverable from the
+    text; ``DiceErr`` here is 1 - mDice / 100, in [0, 1].
     """
     if miou_rule not in MIOU_RULES:
         raise ConfigError(f"TEST.MIOU_RULE is {miou_rule!r}; choose one of {', '.join(MIOU_RULES)}")

@@ -20,7 +20,7 @@ from ..config import class_stats_from_config, long_tail_needs_class_counts
 from ..errors import ClassStatsError, ConfigError
 from ..longtail.calibration import DisAlignCalibration, generalized_reweighting
 from ..longtail.losses import LOSS_REGISTRY, build_loss, loss_class, loss_needs_class_counts, loss_options
-from ..longtail.variation import LogitVariation
+from ..longtail.variation import BLV_DISTRIBUTIONS, LogitVariation
 from .extension_points import LongTailPart, SecondStage
 
 
@@ -28,6 +28,9 @@ def check_blv_sigma(long_tail_cfg):
     if long_tail_cfg.BLV.ENABLED and long_tail_cfg.BLV.SIGMA < 0:
         raise ConfigError(f"MODEL.LONG_TAIL.BLV.SIGMA is {long_tail_cfg.BLV.SIGMA}; BLV's sigma must "
                           "be >= 0 (the authors use 4.0)")
+    if long_tail_cfg.BLV.ENABLED and long_tail_cfg.BLV.DISTRIBUTION not in BLV_DISTRIBUTIONS:
+        raise ConfigError(f"MODEL.LONG_TAIL.BLV.DISTRIBUTION is {long_tail_cfg.BLV.DISTRIBUTION!r}; use one "
+                          f"of {', '.join(BLV_DISTRIBUTIONS)}")
 
 
 def check_box_classifier_loss(name):
@@ -62,6 +65,7 @@ class LongTailClassifier(nn.Module):
             alone (box classifiers); its GRW weight is 1.
         class_counts: training counts of the ``num_classes`` classes (BLV and GRW need them).
         blv_sigma: BLV's sigma, or None for no BLV.
+        blv_distribution: BLV's noise law (``longtail.variation.BLV_DISTRIBUTIONS``).
         grw_rho: GRW's rho, or None for no class weights.
         disalign: add DisAlign's calibration (stage 2 trains only it).
         confidence_init_std: std of the calibration's confidence layer init.
@@ -72,13 +76,14 @@ class LongTailClassifier(nn.Module):
     @configurable
     def __init__(self, num_classes, feature_channels, *, spatial, background_column=False,
                  class_counts=None, blv_sigma=None, grw_rho=None, disalign=False,
-                 confidence_init_std=0.01, loss=None, ignore_value=255):
+                 confidence_init_std=0.01, loss=None, ignore_value=255, blv_distribution="gaussian"):
         super().__init__()
         if (blv_sigma is not None or grw_rho is not None) and class_counts is None:
             raise ValueError("BLV and GRW need the class counts")
         self.num_classes = num_classes
         self.background_column = background_column
-        self.variation = LogitVariation(class_counts, blv_sigma) if blv_sigma is not None else None
+        self.variation = (LogitVariation(class_counts, blv_sigma, distribution=blv_distribution)
+                          if blv_sigma is not None else None)
         weights = None
         if grw_rho is not None:
             weights = generalized_reweighting(class_counts, grw_rho)
@@ -133,6 +138,7 @@ class LongTailClassifier(nn.Module):
             "background_column": background_column,
             "class_counts": counts,
             "blv_sigma": long_tail.BLV.SIGMA if long_tail.BLV.ENABLED else None,
+            "blv_distribution": long_tail.BLV.DISTRIBUTION,
             "grw_rho": long_tail.GRW.RHO if long_tail.GRW.ENABLED else None,
             "disalign": long_tail.DISALIGN.ENABLED,
             "confidence_init_std": long_tail.DISALIGN.CONFIDENCE_INIT_STD,

@@ -7,6 +7,7 @@ metadata in ``MetadataCatalog`` (a ``metadata.FileMetadata`` for values kept in 
 below; its sets must pass ``checks.check_dataset``.
 """
 from . import register_synthetic  # noqa: F401  (registers the synthetic sets)
+from . import register_oxford_pet, register_nyuv2  # noqa: F401  (Oxford-IIIT Pet, NYUv2 and PAT splits)
 from .catalog import get_dataset_dicts_checked, missing_files_reported, prepare_dataset  # noqa: F401
 from .checks import check_dataset, check_lvis_frequencies, is_sem_seg_dataset  # noqa: F401
 from .metadata import FileMetadata  # noqa: F401

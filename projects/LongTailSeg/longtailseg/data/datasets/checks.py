@@ -57,7 +57,8 @@ def check_registered(name):
     if name not in DatasetCatalog.list():
         raise DatasetError(
             f"dataset {name!r} is not registered; use one of Detectron2's builtin names "
-            f"(e.g. ade20k_sem_seg_train, lvis_v1_train) or {', '.join(SYNTHETIC_DATASETS)}, "
+            f"(e.g. ade20k_sem_seg_train, lvis_v1_train), LongTailSeg's (oxford_pet_pat_train, "
+            f"nyuv2_13_pat_train, ...; datasets/README.md) or {', '.join(SYNTHETIC_DATASETS)}, "
             "or register it before the config is built (see longtailseg/data/datasets/checks.py)"
         )
 

@@ -23,10 +23,13 @@ published Ratio column to the pixel (``semantic_exact``), in the ADEChallengeDat
 ``lvis_v1``, LVIS v1's 1203 categories with their r / c / f split and scaled image counts, as
 LVIS v1 json.
 
+``pat_formats`` writes the two data sets PAT adds in their published formats instead:
+Oxford-IIIT Pet's trimaps, list files and JPEGs, and NYUv2's ``nyu_depth_v2_labeled.mat`` (HDF5).
+
 Modules: ``layout`` (folders, the classes file and its reader: all that dataset registration
 imports), ``classes`` (class design and schedules), ``drawing``, ``semantic`` and ``lvis`` (the
 two sets' planning, rendering and writers), ``semantic_exact``, ``profiles``, ``files``,
-``generator``. The generator imports only numpy, Pillow and pycocotools (and, for the Cityscapes
+``generator``, ``pat_formats``. The generator imports only numpy, Pillow and pycocotools (and, for the Cityscapes
 label ids at 19 classes, cityscapesscripts); Detectron2 only for the ``lvis_v1`` profile, whose
 categories and image counts it reads from Detectron2's LVIS v1 tables.
 """

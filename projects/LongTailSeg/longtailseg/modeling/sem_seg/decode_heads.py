@@ -208,18 +208,23 @@ class LongTailOCRHead(_LongTailDecodeHead):
     ``loss_sem_seg_aux``: the BLV authors also keep auxiliary heads on plain CE, and DisAlign
     calibrates only the main classifier. The auxiliary branch reads the same feature as the
     main one (res5): the paper's ResNet setting puts it on res4, which this head does not need.
+    On HRNet (the paper's HRNet-W48 model, read from the backbone's ``concat``: all branches at
+    1/4) the auxiliary conv is 1x1 at the input's width (``aux_kernel_size`` 1,
+    ``aux_channels`` 720), as in the authors' and mmsegmentation's model.
     """
 
     @configurable
     def __init__(self, input_shape, *, channels, norm, key_channels=256, aux_loss_weight=0.4,
-                 common):
+                 aux_kernel_size=3, aux_channels=0, common):
         super().__init__()
         in_channels = input_shape.channels
         num_classes = common["num_classes"]
         self.aux_loss_weight = aux_loss_weight
         self.key_channels = key_channels
-        self.soft_regions = nn.Sequential(conv_norm_relu(in_channels, channels, 3, norm),
-                                          nn.Conv2d(channels, num_classes, kernel_size=1))
+        aux_channels = aux_channels or channels
+        self.soft_regions = nn.Sequential(
+            conv_norm_relu(in_channels, aux_channels, aux_kernel_size, norm),
+            nn.Conv2d(aux_channels, num_classes, kernel_size=1))
         nn.init.normal_(self.soft_regions[1].weight, std=0.001)
         nn.init.zeros_(self.soft_regions[1].bias)
         self.pixel = conv_norm_relu(in_channels, channels, 3, norm)
@@ -237,6 +242,8 @@ class LongTailOCRHead(_LongTailDecodeHead):
         ret = cls.common_from_config(cfg, input_shape)
         ret["key_channels"] = cfg.MODEL.SEM_SEG_HEAD.OCR_KEY_CHANNELS
         ret["aux_loss_weight"] = cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_LOSS_WEIGHT
+        ret["aux_kernel_size"] = cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_KERNEL_SIZE
+        ret["aux_channels"] = cfg.MODEL.SEM_SEG_HEAD.OCR_AUX_CHANNELS
         return ret
 
     @classmethod
@@ -245,6 +252,8 @@ class LongTailOCRHead(_LongTailDecodeHead):
         narrow = super().narrow_config(cfg, channels)
         head = narrow.MODEL.SEM_SEG_HEAD
         head.OCR_KEY_CHANNELS = min(head.OCR_KEY_CHANNELS, channels)
+        if head.OCR_AUX_CHANNELS:
+            head.OCR_AUX_CHANNELS = min(head.OCR_AUX_CHANNELS, channels)
         return narrow
 
     def decode_with_aux(self, features):
