@@ -98,7 +98,7 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
                     f"tail <= {tail_ratio:g}"),
         num_images=len(jobs),
         data_fingerprint=sem_seg_fingerprint(dicts),
-        extra={"all_pixels": int(all_pixels)},
+        extra={"all_pixels": int(all_pixels), "head_ratio": head_ratio, "tail_ratio": tail_ratio},
     )
 
 
@@ -152,6 +152,8 @@ def stats_from_ade20k_object_info(dataset_name, path, head_ratio, tail_ratio):
         group_rule=f"objectInfo150 Ratio as published: head > {head_ratio:g}, tail <= {tail_ratio:g}",
         num_images=0,
         source=f"Ratio column of {os.path.basename(path)}",
+        # The ratios are shares of all pixels already (cs.pixel_shares divides by 1).
+        extra={"all_pixels": 1.0, "head_ratio": head_ratio, "tail_ratio": tail_ratio},
     )
 
 
@@ -244,14 +246,36 @@ def resolve_class_stats(cfg):
         path = long_tail.CLASS_STATS
         stats = cs.load(path)
         cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, path)
+        if cs.regrouped(stats, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO) is not None:
+            # The given file is the run's authority; its groups are used as they are.
+            logger.warning(f"{path} groups head / body / tail by other thresholds than "
+                           f"MODEL.LONG_TAIL.HEAD_RATIO {long_tail.HEAD_RATIO:g} / TAIL_RATIO "
+                           f"{long_tail.TAIL_RATIO:g} ({stats.group_rule}); its groups are used. "
+                           "Regenerate it with tools/compute_class_stats.py --head-ratio / --tail-ratio "
+                           "to use the config's")
         logger.info(f"class statistics: {path} (MODEL.LONG_TAIL.CLASS_STATS)")
         return path
     cache = os.path.join(cfg.OUTPUT_DIR, "class_stats.json")
     if comm.is_main_process():
         _resolve_into_cache(cfg, dataset_name, cache)
+        _regroup_cache(cache, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO)
     comm.synchronize()
     cfg.MODEL.LONG_TAIL.CLASS_STATS = cache
     return cache
+
+
+def _regroup_cache(cache, head_ratio, tail_ratio):
+    """The cached statistics grouped by the config's thresholds: statistics counted (or made
+    beside MODEL.WEIGHTS) under other HEAD_RATIO / TAIL_RATIO are regrouped from their counts,
+    so that changing the thresholds takes effect without counting again."""
+    stats = cs.load(cache)
+    regrouped = cs.regrouped(stats, head_ratio, tail_ratio)
+    if regrouped is not None:
+        cs.save(regrouped, cache)
+        sizes = "/".join(str(len(regrouped.groups[g])) for g in cs.GROUP_NAMES)
+        logger.info(f"class statistics: {cache} regrouped at head > {head_ratio:g}, tail <= "
+                    f"{tail_ratio:g} (MODEL.LONG_TAIL.HEAD_RATIO / TAIL_RATIO): head / body / tail "
+                    f"{sizes} classes")
 
 
 def _resolve_into_cache(cfg, dataset_name, cache):

@@ -75,6 +75,28 @@ def expert_config(cfg, head_class):
     return cfg if width == 0 else head_class.narrow_config(cfg, width)
 
 
+def check_experts_own_two_classes(masks, expert_groups, stats, cfg):
+    """Refuse an expert that owns fewer than two classes: its softmax over them is 1 at every
+    pixel, so its CE and KL are 0 (it learns nothing) and the softmax-threshold and
+    argmax-confidence ensembles, where it is always fully confident, predict its class at every
+    pixel. The groups come from the dataset's thresholds, which the message names."""
+    for k, (groups, member) in enumerate(zip(expert_groups, masks)):
+        owned = torch.nonzero(member).flatten().tolist()
+        if len(owned) >= 2:
+            continue
+        names = ", ".join(stats.class_names[c] for c in owned) or "none"
+        sizes = " / ".join(str(len(stats.groups.get(g, []))) for g in ("head", "body", "tail"))
+        long_tail = cfg.MODEL.LONG_TAIL
+        raise ConfigError(
+            f"MEDOE expert {k + 1} ({'+'.join(groups)}) owns {len(owned)} class ({names}), but an "
+            f"expert needs at least 2 (with one its softmax is 1 everywhere: no loss, and the "
+            f"ensembles predict that class everywhere); head / body / tail are {sizes} classes at "
+            f"{stats.group_rule or 'the statistics file'}: change MODEL.LONG_TAIL.HEAD_RATIO "
+            f"({long_tail.HEAD_RATIO:g}) / TAIL_RATIO ({long_tail.TAIL_RATIO:g}) so that every group "
+            f"has 2 or more classes (or regenerate {long_tail.CLASS_STATS} with "
+            "tools/compute_class_stats.py --head-ratio / --tail-ratio)")
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class MEDOEHead(nn.Module, LongTailPart):
     """Multi-expert decoder (stage 1) and output ensemble (stage 2).
@@ -163,6 +185,7 @@ class MEDOEHead(nn.Module, LongTailPart):
             masks = expert_class_masks(stats.groups, expert_groups, num_classes)
         except ValueError as e:
             raise ConfigError(f"MODEL.MEDOE.EXPERT_CLASS_GROUPS: {e}") from None
+        check_experts_own_two_classes(masks, expert_groups, stats, cfg)
         tail = torch.zeros(num_classes, dtype=torch.bool)
         tail[list(stats.groups.get("tail", []))] = True
         narrow_cfg = expert_config(cfg, head_class)
@@ -278,7 +301,7 @@ class MEDOEHead(nn.Module, LongTailPart):
         return losses
 
     def moe_losses(self, expert_log_probs, targets):
-        ce, penalty = moe_losses(self.decision_maker(expert_log_probs), targets, self.tail_classes,
-                                   self.ignore_value)
+        ce, penalty = moe_losses(self.decision_maker.log_probabilities(expert_log_probs), targets,
+                                 self.tail_classes, self.ignore_value)
         return {"loss_sem_seg_moe": ce * self.loss_weight,
                 "loss_tail_penalty": penalty * self.tail_penalty_weight * self.loss_weight}
