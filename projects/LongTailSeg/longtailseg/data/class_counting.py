@@ -65,7 +65,7 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
     jobs = [(d["sem_seg_file_name"], len(names), ignore) for d in dicts]
     counts = np.zeros(len(names), dtype=np.int64)
     image_counts = np.zeros(len(names), dtype=np.int64)
-    classes_per_image = []  # kept for repeat-factor sampling, so it need not read the labels again
+    present_classes = []  # kept for repeat-factor sampling, so it need not read the labels again
     all_pixels = 0
     bar = dict(total=len(jobs), desc=f"counting pixels of {dataset_name}", disable=not progress)
     if num_workers > 1 and len(jobs) > 1:
@@ -80,13 +80,13 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
             for hist, size in tqdm(results, **bar):
                 counts += hist
                 image_counts += hist > 0
-                classes_per_image.append(np.flatnonzero(hist).tolist())
+                present_classes.append(np.flatnonzero(hist).tolist())
                 all_pixels += size
     else:
         for hist, size in tqdm(map(_count_label_file, jobs), **bar):
             counts += hist
             image_counts += hist > 0
-            classes_per_image.append(np.flatnonzero(hist).tolist())
+            present_classes.append(np.flatnonzero(hist).tolist())
             all_pixels += size
     LABELS_CHECKED.add(dataset_name)
     groups = cs.split_by_ratio(counts / max(all_pixels, 1), head_ratio, tail_ratio)
@@ -103,7 +103,7 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
         data_fingerprint=sem_seg_fingerprint(dicts),
         extra={"all_pixels": int(all_pixels), "head_ratio": head_ratio, "tail_ratio": tail_ratio,
                "image_classes": {"files": _relative_label_paths([d["sem_seg_file_name"] for d in dicts]),
-                                 "classes": classes_per_image}},
+                                 "classes": present_classes}},
     )
 
 

@@ -93,8 +93,8 @@ def check_experts_own_two_classes(masks, expert_groups, stats, cfg):
             f"ensembles predict that class everywhere); head / body / tail are {sizes} classes at "
             f"{stats.group_rule or 'the statistics file'}: change MODEL.LONG_TAIL.HEAD_RATIO "
             f"({long_tail.HEAD_RATIO:g}) / TAIL_RATIO ({long_tail.TAIL_RATIO:g}) so that every group "
-            f"has 2 or more classes (or regenerate {long_tail.CLASS_STATS} with "
-            "tools/compute_class_stats.py --head-ratio / --tail-ratio)")
+            f"has 2 or more classes (a MODEL.LONG_TAIL.CLASS_STATS file given by hand keeps its "
+            "groups: regenerate it with tools/compute_class_stats.py --head-ratio / --tail-ratio)")
 
 
 def shared_context_classifier(expert):
