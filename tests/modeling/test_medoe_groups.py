@@ -97,3 +97,15 @@ def test_one_class_expert_is_refused_in_one_line_under_two_processes(datasets_ro
     assert "expert 3 (tail) owns 1 class" in last and "MODEL.LONG_TAIL.HEAD_RATIO" in last, last
     assert not list(out.glob("model_*.pth"))
     assert shares[0] <= tail_ratio < shares[1]
+
+
+def test_cached_statistics_are_regrouped_when_the_thresholds_change(datasets_root, tmp_path, caplog):
+    counted = cs.load(tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path).MODEL.LONG_TAIL.CLASS_STATS)
+    shares = np.sort(cs.pixel_shares(counted))
+    tail_ratio = float((shares[2] + shares[3]) / 2)  # the three rarest classes in the tail
+    with caplog.at_level("INFO", logger="longtailseg"):
+        path = tiny_cfg("synthetic/deeplab_v3_plus.yaml", tmp_path, "MODEL.LONG_TAIL.TAIL_RATIO",
+                        tail_ratio).MODEL.LONG_TAIL.CLASS_STATS
+    regrouped = cs.load(path)
+    assert len(regrouped.groups["tail"]) == 3 and regrouped.counts == counted.counts
+    assert "regrouped at head > 0.01" in caplog.text and "counting classes" not in caplog.text
