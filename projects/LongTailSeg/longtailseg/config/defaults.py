@@ -102,7 +102,8 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.MEDOE.EXPERT_CHANNELS = 64
     # MCN (MEDOE's Table 5): one context module shared by K classifiers (one per entry of
     # EXPERT_CLASS_GROUPS, label-masked as the experts), all training it and the backbone; the
-    # ensembles combine the classifiers as they combine experts. False = MEDOE's own experts.
+    # ensembles combine the classifiers as they combine experts (EXPERT_CLASS_GROUPS all
+    # "head+body+tail": every classifier on every class). False = MEDOE's own experts.
     cfg.MODEL.MEDOE.SHARED_CONTEXT = False
     # lambda of CE + lambda * (L2 + KL) per expert; the paper's value did not survive.
     cfg.MODEL.MEDOE.AUX_LOSS_WEIGHT = 0.2
