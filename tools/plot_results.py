@@ -5,7 +5,8 @@ Each run is an OUTPUT_DIR (its ``inference/<dataset>/sem_seg_results.json`` and
 ``sem_seg_confusion_matrix.npy``, or ``lvis_results.json``, are read). Writes PNGs to --output:
 
 * ``per_class_vs_frequency.png``: IoU and accuracy of every class against its share of the
-  training pixels (log axis), one series per run: where the tail loses;
+  training pixels (log axis), one series per run: where the tail loses; each run's legend
+  gives Pearson's r of accuracy and pixel share (MEDOE's Table 10), also printed;
 * ``groups.png``: mIoU and mACC of head / body / tail / all, bars per run;
 * ``confusion_<run>.png``: each run's confusion matrix, classes sorted by training frequency,
   each ground-truth row normalised (what a class's pixels are predicted as);
@@ -28,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from longtailseg.errors import LongTailSegError, one_line  # noqa: E402
+from longtailseg.evaluation.sem_seg_evaluation import accuracy_frequency_correlation  # noqa: E402
 from longtailseg.safe_files import load_json, load_npy  # noqa: E402
 
 GROUPS = ("head", "body", "tail", "all")
@@ -79,9 +81,12 @@ def plot_per_class(runs, path):
         rows = [c for c in results["per_class"] if c.get("train_pixel_share")]
         share = np.array([c["train_pixel_share"] for c in rows])
         order = np.argsort(share)
+        pearson = accuracy_frequency_correlation([c["ACC"] for c in rows], share)
+        print(f"{name}: Pearson r of per-class accuracy and training pixel share {pearson:.3f}")
         for ax, key in zip(axes, ("IoU", "ACC")):
             values = np.array([np.nan if c[key] is None else c[key] for c in rows])
-            ax.plot(share[order], values[order], marker="o", markersize=4, linewidth=1, label=name)
+            ax.plot(share[order], values[order], marker="o", markersize=4, linewidth=1,
+                    label=f"{name} (ACC-frequency r = {pearson:.2f})")
     for ax, key in zip(axes, ("IoU", "accuracy")):
         ax.set_xscale("log")
         ax.set_xlabel("share of training pixels (log)")

@@ -105,6 +105,11 @@ def add_longtailseg_config(cfg):
     # their projection (DeepLabV3+'s low-level 1x1 convs). 64 = a quarter of the R-50 configs'
     # 256: +19 % parameters over the CE model with 3 experts; 0 = the head's width (+84 %).
     cfg.MODEL.MEDOE.EXPERT_CHANNELS = 64
+    # MCN (MEDOE's Table 5): one context module shared by K classifiers (one per entry of
+    # EXPERT_CLASS_GROUPS, label-masked as the experts), all training it and the backbone; the
+    # ensembles combine the classifiers as they combine experts (EXPERT_CLASS_GROUPS all
+    # "head+body+tail": every classifier on every class). False = MEDOE's own experts.
+    cfg.MODEL.MEDOE.SHARED_CONTEXT = False
     # lambda of CE + lambda * (L2 + KL) per expert; the paper's value did not survive.
     cfg.MODEL.MEDOE.AUX_LOSS_WEIGHT = 0.2
     # How the experts' outputs become the prediction: "none" = expert 1 (stage 1, MED);
@@ -119,6 +124,14 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.MEDOE.ORACLE = False
     # The config that trains stage 1 (used only to tell the user how to make MODEL.WEIGHTS).
     cfg.MODEL.MEDOE.STAGE1_CONFIG = ""
+
+    # ME, the model ensemble of MEDOE's Table 5 (MODEL.META_ARCHITECTURE "SemSegModelEnsemble",
+    # longtailseg/modeling/sem_seg/model_ensemble.py): the networks of MEMBER_CONFIG whose trained
+    # checkpoints MEMBER_WEIGHTS lists (two or more, read as data only), their softmax averaged.
+    # Evaluation only (--eval-only, MODEL.WEIGHTS unused); each member is trained by MEMBER_CONFIG.
+    cfg.MODEL.MODEL_ENSEMBLE = CN()
+    cfg.MODEL.MODEL_ENSEMBLE.MEMBER_CONFIG = ""
+    cfg.MODEL.MODEL_ENSEMBLE.MEMBER_WEIGHTS = []
 
     # The "uniform" test setting (MEDOE): also report metrics on test pixels sub-sampled with
     # SEED so that every class has as many pixels as the rarest (keys "<metric>-uniform").
