@@ -213,15 +213,16 @@ def test_attention_unet_gates_every_skip(datasets_root, tmp_path):
     assert [c[1] for c in calls] == [32, 16, 8, 4]  # skips conv4, conv3, conv2, conv1
 
 
-def test_unet_serves_as_a_medoe_expert(datasets_root, tmp_path):
-    cfg = _cfg("unet", tmp_path, "MODEL.SEM_SEG_HEAD.NAME", "MEDOEHead",
-               "MODEL.MEDOE.EXPERT_HEAD", "LongTailUNetHead",
+@pytest.mark.parametrize("name", sorted(HEADS))
+def test_serves_as_a_medoe_expert(name, datasets_root, tmp_path):
+    cfg = _cfg(name, tmp_path, "MODEL.SEM_SEG_HEAD.NAME", "MEDOEHead",
+               "MODEL.MEDOE.EXPERT_HEAD", HEADS[name],
                "MODEL.MEDOE.EXPERT_CLASS_GROUPS", '["head+body+tail", "tail"]',
-               "MODEL.MEDOE.EXPERT_CHANNELS", "4")
+               "MODEL.MEDOE.EXPERT_CHANNELS", "2")
     model = build_model(cfg).train()
     experts = model.sem_seg_head.experts
-    assert [type(e).__name__ for e in experts] == ["LongTailUNetHead"] * 2
-    assert experts[1].long_tail.calibration is None and experts[1].predictor.in_channels == 4
+    assert [type(e).__name__ for e in experts] == [HEADS[name]] * 2
+    assert experts[0].predictor.in_channels > 2 and experts[1].predictor.in_channels == 2  # narrowed
     losses = model(random_batch())
     assert all(torch.isfinite(v) for v in losses.values()) and len(losses) >= 2
     sum(losses.values()).backward()

@@ -150,7 +150,8 @@ def add_longtailseg_config(cfg):
     # U-Net++ needs as many as IN_FEATURES. The heads' norm: SEM_SEG_HEAD.NORM, "BN" or "".
     cfg.MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS = [256, 128, 64, 32, 16]
     # LongTailSegNetHead: cap on the decoder's widths (0 = mirror the encoder, the paper's
-    # SegNet; MEDOE's narrower experts set it).
+    # SegNet; MEDOE's narrower experts set it). An unpooling's input keeps the encoder's width
+    # (its indices have those channels): the other convolutions and the classifier's input narrow.
     cfg.MODEL.SEM_SEG_HEAD.SEGNET_MAX_CHANNELS = 0
     # build_vgg_encoder_backbone: VGG-style encoder of U-Net / SegNet, trained from scratch. Stage
     # i (1-based): CONVS_PER_STAGE[i-1] 3x3 conv-norm-ReLU to CHANNELS[i-1] at stride 2^(i-1)

@@ -30,7 +30,7 @@ class LongTailSegNetHead(_LongTailDecodeHead):
         stage_channels: the encoder's stage widths, stage 1 first.
         convs_per_stage: the encoder's convolutions per stage (mirrored).
         max_channels: cap on the decoder's widths (0: mirror the encoder; MEDOE's narrower
-            experts set it).
+            experts set it), except at each unpooling's input, which keeps the encoder's width.
     """
 
     @configurable
@@ -46,7 +46,10 @@ class LongTailSegNetHead(_LongTailDecodeHead):
             out = stage_channels[max(i - 2, 0)]
             layers = []
             for j in range(convs_per_stage[i - 1]):
-                cout = cap(out if j == convs_per_stage[i - 1] - 1 else width)
+                last = j == convs_per_stage[i - 1] - 1
+                # A stage's last conv feeds the next unpooling, whose indices have the encoder's
+                # channels: only the other convs (and stage 1's output) can be narrowed.
+                cout = out if last and i > 1 else cap(out if last else width)
                 conv = Conv2d(previous, cout, 3, padding=1, bias=not norm,
                               norm=get_norm(norm, cout), activation=F.relu)
                 weight_init.c2_msra_fill(conv)
