@@ -180,3 +180,30 @@ results-lvis-profile: data-lvis-profile
 	  MODEL.WEIGHTS $(LVIS_PROFILE_OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
 	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix $(LVIS_PROFILE_OUT)/,\
 	  mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_disalign)) --names $(call seed_names,baseline cosine DisAlign)
+
+# PAT's tables (its Tables 1-2: every loss it compares) with U-Net and SegNet on the synthetic
+# sets in Oxford-IIIT Pet's and NYUv2's published formats (`make data-pat`: synthetic_oxford_pet_pat_*,
+# synthetic_nyuv2_13_pat_*; PAT's seeded split, evaluated on its test part), over SEEDS, one table
+# per set and architecture: mIoU, pixel accuracy (pACC), Dice error (DiceErr) and the groups.
+# LDAM with scale 1 as in results-losses (the classifier is a plain linear one).
+.PHONY: results-pat
+PAT_CFG := configs/synthetic/pat_protocol
+PAT_OUT := output/synthetic_pat
+PAT_TABLE_LOSSES := Focal CB CBFocal BMS LDAM PAT
+PAT_SETS := oxford_pet nyuv2
+PAT_ARCHS := unet segnet
+# $(call pat_runs,ARCH_SET): the table's runs, CE ... PAT, in PAT's row order.
+pat_runs = $(addprefix $(PAT_OUT)/$(1)_,CE Focal CB CBFocal BMS LDAM BLV PAT)
+define pat_table
+$(call train_seeds,$(PAT_CFG)/$(1).yaml,$(PAT_OUT)/$(1)_CE,$(SHORT))
+$(call train_seeds,$(PAT_CFG)/$(1).yaml,$(PAT_OUT)/$(1)_BLV,$(SHORT) MODEL.LONG_TAIL.BLV.ENABLED True)
+$(foreach loss,$(PAT_TABLE_LOSSES),$(call train_seeds,$(PAT_CFG)/$(1).yaml,$(PAT_OUT)/$(1)_$(loss),\
+  $(SHORT) MODEL.LONG_TAIL.LOSS.NAME $(loss) MODEL.LONG_TAIL.LOSS.LDAM_SCALE 1.0))
+$(PY) tools/compare_results.py $(call seed_runs,$(call pat_runs,$(1))) \
+  --names $(call seed_names,CE Focal CB CB-Focal BMS LDAM BLV PAT)
+endef
+results-pat: data-pat
+	$(call pat_table,unet_oxford_pet)
+	$(call pat_table,segnet_oxford_pet)
+	$(call pat_table,unet_nyuv2)
+	$(call pat_table,segnet_nyuv2)

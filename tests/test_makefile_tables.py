@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 TARGETS = ("demo-methods", "results-losses", "results-medoe", "results-lvis", "results-ade20k-profile",
-           "results-lvis-profile")
+           "results-lvis-profile", "results-pat")
 
 
 def dry_run(target, *variables):

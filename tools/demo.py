@@ -149,7 +149,7 @@ class Predictor:
                 raise ConfigError("--experts draws the experts of a MEDOE model, but the config's "
                                   f"MODEL.SEM_SEG_HEAD.NAME is {cfg.MODEL.SEM_SEG_HEAD.NAME!r}; "
                                   "use a MEDOE config (configs/*/medoe_deeplab*.yaml)")
-            self.num_experts = len(head.experts)
+            self.num_experts = head.num_experts
             self.ensemble = "expert 1" if head.ensemble == "none" else head.ensemble
             head.register_forward_hook(_append_expert_probabilities)
 

@@ -59,6 +59,7 @@ def ade20k(object_info):
         num_images=20210,
         source=("published: ADE20K objectInfo150.txt (SceneParsing benchmark, "
                 "github.com/CSAILVision/sceneparsing), Ratio and Train columns"),
+        extra={"all_pixels": 1.0},  # the Ratio column is already a share of all pixels
     )
 
 

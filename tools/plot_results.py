@@ -9,7 +9,8 @@ averaged, with the standard deviation as error bars. Writes to --output:
 
 * ``per_class_vs_frequency.png``: IoU and accuracy of every class (a point each, no lines)
   against its share of the training pixels (log axis), the head / body / tail boundaries drawn,
-  the worst tail classes named, classes absent from training at the left edge;
+  the worst tail classes named, classes absent from training at the left edge; each method's
+  legend gives Pearson's r of accuracy and pixel share (MEDOE's Table 10), also printed;
 * ``groups.png``: mIoU and mACC of head / body / tail / all, bars per method;
 * ``confusion_<name>.png``: what each group's pixels are predicted as (head / body / tail /
   ignored), and the most confused class pairs by name (a tail class swallowed by a head class);
@@ -45,6 +46,7 @@ import numpy as np  # noqa: E402
 from longtailseg.errors import LongTailSegError, one_line  # noqa: E402
 from longtailseg.evaluation.lvis_evaluation import PER_CATEGORY_FILE_NAME  # noqa: E402
 from longtailseg.evaluation.seed_summary import group_runs  # noqa: E402
+from longtailseg.evaluation.sem_seg_evaluation import accuracy_frequency_correlation  # noqa: E402
 from longtailseg.io import write_atomically  # noqa: E402
 from longtailseg.safe_files import load_json, load_npy  # noqa: E402
 
@@ -123,6 +125,20 @@ class Method:
         n = len(self.results)
         return self.name if n == 1 else f"{self.name} (mean ± std of {n} runs)"
 
+    def pearson(self):
+        """Pearson's r of per-class accuracy and training pixel share (MEDOE's Table 10), mean
+        over the runs: the evaluation's own value, else computed from the saved per-class numbers."""
+        values = []
+        for results in self.results:
+            r = results["sem_seg"].get("Pearson-ACC-frequency")
+            if r is None:
+                classes = results["per_class"]
+                r = accuracy_frequency_correlation([c.get("ACC") for c in classes],
+                                                   [np.nan if c.get("train_pixel_share") is None
+                                                    else c["train_pixel_share"] for c in classes])
+            values.append(np.nan if r is None else r)
+        return float(_nanmean(np.array(values, dtype=float)))
+
 
 def _nanmean(values):
     """Mean over runs (axis 0), NaN where no run has a value."""
@@ -175,11 +191,13 @@ def plot_per_class(methods, path, worst=5):
     zero_x = positive.min() / 5
     x = np.where(shares > 0, shares, zero_x)
     for method in methods:
+        pearson = method.pearson()
+        print(f"{method.name}: Pearson r of per-class accuracy and training pixel share {pearson:.3f}")
         for ax, key in zip(axes, ("IoU", "ACC")):
             mean, std = method.per_class(key)
             ax.errorbar(x[known], mean[known], yerr=std[known] if len(method.results) > 1 else None,
                         fmt="o", markersize=3.5, capsize=1.5, elinewidth=0.6, alpha=0.75,
-                        label=method.label(), linestyle="none")
+                        label=f"{method.label()}, ACC-frequency r = {pearson:.2f}", linestyle="none")
     bounds = group_boundaries(shares[known], [g for g, k in zip(groups, known) if k])
     for ax, key in zip(axes, ("IoU", "accuracy")):
         ax.set_xscale("log")

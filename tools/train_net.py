@@ -18,15 +18,17 @@ from longtailseg.engine.checkpoint import LongTailCheckpointer, check_complete_l
 from longtailseg.engine.config_checks import check_repeated_options
 from longtailseg.engine.stops import StopRequested
 from longtailseg.errors import LongTailSegError, one_line
+from longtailseg.modeling.extension_points import model_loads_own_weights
 
 
 def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = build_model(cfg, load_weights=False)
-        checkpointer = LongTailCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        check_complete_load(checkpointer, cfg.MODEL.WEIGHTS)
+        if not model_loads_own_weights(cfg):  # the model ensemble loaded its members when built
+            checkpointer = LongTailCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            check_complete_load(checkpointer, cfg.MODEL.WEIGHTS)
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -77,7 +77,8 @@ def test_regrouping_for_other_thresholds():
     assert published_stats.regrouped(lvis, 0.5, 0.1).groups == lvis.groups  # LVIS keeps r / c / f
 
 
-@pytest.mark.parametrize("config", ["ade20k/blv_deeplab.yaml", "lvis/mask_rcnn_R_50_FPN_blv.yaml"])
+@pytest.mark.parametrize("config", ["ade20k/blv_deeplab.yaml", "lvis/mask_rcnn_R_50_FPN_blv.yaml",
+                                    "cityscapes/medoe_deeplab.yaml"])
 def test_a_real_dataset_model_builds_without_its_training_split(config, tmp_path, caplog):
     from longtailseg.data.class_counting import current_fingerprint
     from longtailseg.errors import DatasetError
@@ -95,11 +96,17 @@ def test_a_real_dataset_model_builds_without_its_training_split(config, tmp_path
     assert f"the statistics shipped for {dataset}" in caplog.text
     used = cs.load(str(tmp_path / "out" / "class_stats.json"))
     assert used.counts == published_stats.load_published(dataset).counts
-    # the model's BLV reads them: its per-class noise scale is that of the published counts
-    from longtailseg.longtail.variation import LogitVariation, rarity_scale
+    # regrouped at the dataset's thresholds (Cityscapes: 2 % / 0.3 %, where MEDOE's experts each own
+    # at least two classes; the published file holds the default 1 % / 0.1 % groups)
+    assert used.groups == published_stats.regrouped(
+        published_stats.load_published(dataset), cfg.MODEL.LONG_TAIL.HEAD_RATIO, cfg.MODEL.LONG_TAIL.TAIL_RATIO).groups
+    if "blv" in config:  # BLV reads them: its per-class noise scale is that of the published counts
+        from longtailseg.longtail.variation import LogitVariation, rarity_scale
 
-    variations = [m for m in model.modules() if isinstance(m, LogitVariation)]
-    assert variations and torch.allclose(variations[0].scale, rarity_scale(used.counts).to(variations[0].scale))
+        variations = [m for m in model.modules() if isinstance(m, LogitVariation)]
+        assert variations and torch.allclose(variations[0].scale, rarity_scale(used.counts).to(variations[0].scale))
+    else:
+        assert min(len(ids) for ids in used.groups.values()) >= 2
 
 
 def test_counted_statistics_win_and_disagreeing_published_ones_are_reported(

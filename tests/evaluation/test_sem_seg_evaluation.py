@@ -17,6 +17,7 @@ from detectron2.evaluation import SemSegEvaluator
 
 from longtailseg.errors import ConfigError, DatasetError
 from longtailseg.evaluation import LongTailSemSegEvaluator, format_class_table, format_group_table
+from longtailseg.evaluation.sem_seg_evaluation import ACC_FREQUENCY_PEARSON, accuracy_frequency_correlation
 
 IGNORE = 255
 
@@ -301,6 +302,10 @@ def test_results_json_is_written_atomically_and_equals_results(tmp_path, dataset
                               "train_pixel_share": 0.09}
     assert per_class["d"]["IoU"] == 0.0 and per_class["d"]["ACC"] is None
     assert per_class["d"]["pred_pixels"] == 2 and per_class["d"]["gt_pixels"] == 0
+    # Pearson's r over a, b, c (d has no ground truth, so no accuracy).
+    acc = [per_class[n]["ACC"] for n in "abc"]
+    assert written["sem_seg"][ACC_FREQUENCY_PEARSON] == pytest.approx(
+        np.corrcoef(acc, [0.5, 0.4, 0.09])[0, 1], abs=1e-12)
 
     matrix = np.load(out_dir / written["confusion_matrix_file"])
     assert matrix.shape == (5, 5) and matrix.sum() == HAND_GT.size
@@ -433,3 +438,17 @@ def test_evaluator_reports_uniform_setting_beside_normal_numbers(tmp_path, datas
     assert res["ACC-b"] == pytest.approx(50.0) and "mACC-body-uniform" in res
     assert res["mACC-body-uniform"] == pytest.approx(plain["mACC-body"])  # c kept whole
     assert "IoU-a-uniform" not in res
+
+
+def test_accuracy_frequency_pearson_by_hand():
+    acc = [90.0, 80.0, 50.0, 20.0, None]  # the last class has no ground truth: left out
+    shares = [0.6, 0.3, 0.05, 0.05, 0.0]
+    x, y = np.array(acc[:4]), np.array(shares[:4])
+    dx, dy = x - x.mean(), y - y.mean()  # x mean 60, y mean 0.25
+    by_hand = (dx * dy).sum() / math.sqrt((dx ** 2).sum() * (dy ** 2).sum())
+    r = accuracy_frequency_correlation(acc, shares)
+    assert r == pytest.approx(by_hand, abs=1e-12) and r == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert 0.86 < r < 0.87  # 21.5 / sqrt(3000 * 0.205)
+    assert accuracy_frequency_correlation([50.0, 60.0, float("nan")], [0.5, 0.3, 0.2]) == pytest.approx(-1.0)
+    assert math.isnan(accuracy_frequency_correlation([50.0, None], [0.5, 0.5]))
+    assert math.isnan(accuracy_frequency_correlation([50.0, 50.0, 50.0], [0.5, 0.3, 0.2]))

@@ -147,7 +147,8 @@ def test_decision_maker_gradients_stay_bounded_where_an_expert_gives_almost_zero
     probs[1:, :, 2] = 1.0
     probs[2, :, 4] = 1.0
     maker = E.MOEDecisionMaker(masks)
-    ce, _ = E.moe_losses(maker(probs.log()), torch.tensor([[[5]]]), torch.zeros(6, dtype=torch.bool))
+    ce, _ = E.moe_losses(maker.log_probabilities(probs.log()), torch.tensor([[[5]]]),
+                         torch.zeros(6, dtype=torch.bool))
     ce.backward()  # ... but the pixel is class 5
     assert torch.isfinite(ce)
     assert maker.shift.grad.abs().max() <= 1.0 and maker.log_scale.grad.isfinite().all()
@@ -166,9 +167,32 @@ def test_moe_losses_ce_and_tail_penalty_by_hand():
     probs = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]]).T.reshape(1, 3, 1, 2)
     targets = torch.tensor([[[0, 2]]])
     tail = torch.tensor([False, False, True])
-    ce, penalty = E.moe_losses(probs, targets, tail)
+    ce, penalty = E.moe_losses(probs.log(), targets, tail)
     assert ce.item() == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2, rel=1e-6)
     assert penalty.item() == pytest.approx(0.3, rel=1e-6)  # only pixel 0 is not tail
+
+
+@pytest.mark.parametrize("target_score", [-10.0, -30.0, -120.0])  # P_y 4.5e-5, 9.4e-14, 7.7e-53
+def test_moe_cross_entropy_keeps_its_value_and_gradient_at_tiny_probabilities(target_score):
+    """CE = -log P_y from the log-softmax: the float64 value and the gradient P - onehot of the
+    scores, also where P_y is below any clamp (1e-8) or underflows float32 (1e-45)."""
+    masks = paper_masks()
+    maker = E.MOEDecisionMaker(masks)
+    log_p = torch.zeros(3, 1, 6, 1, 2)  # expert log-probabilities; the maker starts at their mean
+    log_p[:, :, 5, :, 0] = target_score  # pixel 0: every expert all but excludes its class 5
+    log_p = log_p.requires_grad_()
+    targets = torch.tensor([[[5, 0]]])
+    ce, _ = E.moe_losses(maker.log_probabilities(log_p), targets, torch.zeros(6, dtype=torch.bool))
+    ce.backward()
+    scores = maker.scores(log_p.detach()).double()
+    expected = F.cross_entropy(scores, targets)  # unclamped, float64
+    assert ce.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The shift of class 5 moves -log P_5 at pixel 0: d CE / d b_5 = (P_5 - 1) / 2 + P_5(pixel 1) / 2
+    probs = F.softmax(scores, dim=1)
+    weights = maker.decision_weights()[:, 5].double()
+    expected_b5 = ((probs[0, 5, 0, 0] - 1) + probs[0, 5, 0, 1]) / 2 * weights
+    assert torch.allclose(maker.shift.grad[:, 5].double(), expected_b5, rtol=1e-4)
+    assert maker.shift.grad[:, 5].abs().min() > 0.1 and log_p.grad[:, 0, 5, 0, 0].abs().min() > 0
 
 
 def moe_reference(maker, probs):

@@ -105,6 +105,11 @@ def add_longtailseg_config(cfg):
     # their projection (DeepLabV3+'s low-level 1x1 convs). 64 = a quarter of the R-50 configs'
     # 256: +19 % parameters over the CE model with 3 experts; 0 = the head's width (+84 %).
     cfg.MODEL.MEDOE.EXPERT_CHANNELS = 64
+    # MCN (MEDOE's Table 5): one context module shared by K classifiers (one per entry of
+    # EXPERT_CLASS_GROUPS, label-masked as the experts), all training it and the backbone; the
+    # ensembles combine the classifiers as they combine experts (EXPERT_CLASS_GROUPS all
+    # "head+body+tail": every classifier on every class). False = MEDOE's own experts.
+    cfg.MODEL.MEDOE.SHARED_CONTEXT = False
     # lambda of CE + lambda * (L2 + KL) per expert; the paper's value did not survive.
     cfg.MODEL.MEDOE.AUX_LOSS_WEIGHT = 0.2
     # How the experts' outputs become the prediction: "none" = expert 1 (stage 1, MED);
@@ -119,6 +124,14 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.MEDOE.ORACLE = False
     # The config that trains stage 1 (used only to tell the user how to make MODEL.WEIGHTS).
     cfg.MODEL.MEDOE.STAGE1_CONFIG = ""
+
+    # ME, the model ensemble of MEDOE's Table 5 (MODEL.META_ARCHITECTURE "SemSegModelEnsemble",
+    # longtailseg/modeling/sem_seg/model_ensemble.py): the networks of MEMBER_CONFIG whose trained
+    # checkpoints MEMBER_WEIGHTS lists (two or more, read as data only), their softmax averaged.
+    # Evaluation only (--eval-only, MODEL.WEIGHTS unused); each member is trained by MEMBER_CONFIG.
+    cfg.MODEL.MODEL_ENSEMBLE = CN()
+    cfg.MODEL.MODEL_ENSEMBLE.MEMBER_CONFIG = ""
+    cfg.MODEL.MODEL_ENSEMBLE.MEMBER_WEIGHTS = []
 
     # The "uniform" test setting (MEDOE): also report metrics on test pixels sub-sampled with
     # SEED so that every class has as many pixels as the rarest (keys "<metric>-uniform").
@@ -172,6 +185,38 @@ def add_longtailseg_config(cfg):
     # command line): e.g. HRNet's feature_location "" (the raw branches) and stage widths
     # (stem_width, stage1 ... stage4), a ResNet's layers / channels / stem_width; tiny widths for tests.
     cfg.MODEL.TIMM.MODEL_KWARGS = CN(new_allowed=True)
+
+    # ---- Encoder-decoder segmenters: U-Net, Attention U-Net, U-Net++, SegNet (PAT's systems) ----
+    # longtailseg/modeling/encoders.py and sem_seg/unet.py, sem_seg/segnet.py.
+    # LongTailUNetHead, LongTailAttentionUNetHead, LongTailUNetPlusPlusHead: output channels of
+    # each decoder block, coarsest first (smp's Unet default). As many blocks as IN_FEATURES (the
+    # last upsamples 2x without skip: encoders whose finest feature is at stride 2), or one fewer
+    # for U-Net / Attention U-Net (every block fuses a skip: the VGG encoder's stride-1 conv1).
+    # U-Net++ needs as many as IN_FEATURES. The heads' norm: SEM_SEG_HEAD.NORM, "BN" or "".
+    cfg.MODEL.SEM_SEG_HEAD.UNET_DECODER_CHANNELS = [256, 128, 64, 32, 16]
+    # LongTailSegNetHead: cap on the decoder's widths (0 = mirror the encoder, the paper's
+    # SegNet; MEDOE's narrower experts set it). An unpooling's input keeps the encoder's width
+    # (its indices have those channels): the other convolutions and the classifier's input narrow.
+    cfg.MODEL.SEM_SEG_HEAD.SEGNET_MAX_CHANNELS = 0
+    # build_vgg_encoder_backbone: VGG-style encoder of U-Net / SegNet, trained from scratch. Stage
+    # i (1-based): CONVS_PER_STAGE[i-1] 3x3 conv-norm-ReLU to CHANNELS[i-1] at stride 2^(i-1)
+    # ("conv{i}"), then 2x2 max-pooling with argmax indices ("pool{i}", stride 2^i).
+    cfg.MODEL.VGG_ENCODER = CN()
+    # Default: U-Net's contracting path (Ronneberger et al. 2015). SegNet (VGG16): [64, 128,
+    # 256, 512, 512] with CONVS_PER_STAGE [2, 2, 3, 3, 3] and POOL_LAST True.
+    cfg.MODEL.VGG_ENCODER.CHANNELS = [64, 128, 256, 512, 1024]
+    cfg.MODEL.VGG_ENCODER.CONVS_PER_STAGE = [2, 2, 2, 2, 2]
+    # Detectron2 norm of the convolutions ("BN", "SyncBN", "naiveSyncBN", "GN", "" for none).
+    cfg.MODEL.VGG_ENCODER.NORM = "BN"
+    # Pool the last stage too ("pool{S}": SegNet's decoder starts from it); U-Net does not.
+    cfg.MODEL.VGG_ENCODER.POOL_LAST = False
+    # build_smp_encoder_backbone: an encoder of segmentation-models-pytorch by its name
+    # ("resnet34", "vgg16_bn", "efficientnet-b0", "tu-<timm model>"), randomly initialised
+    # (weights from a local file through MODEL.WEIGHTS); features "stage1".."stage{DEPTH}" at
+    # stride 2^i.
+    cfg.MODEL.SMP_ENCODER = CN()
+    cfg.MODEL.SMP_ENCODER.NAME = "resnet34"
+    cfg.MODEL.SMP_ENCODER.DEPTH = 5
 
     # DistributedDataParallel(find_unused_parameters=...): True for models whose forward leaves
     # parameters without gradient (frozen stage 2, experts that skip a batch).

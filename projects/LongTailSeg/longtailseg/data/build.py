@@ -1,6 +1,7 @@
 """Train and test loaders: Detectron2's builders with label checks and one-line errors for
 missing files."""
 import copy
+import logging
 
 import numpy as np
 import torch
@@ -13,10 +14,14 @@ from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 
-from ..errors import DatasetError, LongTailSegError, one_line
+from ..config import class_stats_from_config
+from ..errors import ConfigError, DatasetError, LongTailSegError, one_line
+from .class_counting import classes_per_image
 from .datasets import is_sem_seg_dataset, missing_files_reported, prepare_dataset
 from .labels import check_label_values, read_label
 from .resumable import PositionedDataset, PositionSampler
+
+logger = logging.getLogger(__name__)
 
 
 def build_sem_seg_train_augmentations(cfg):
@@ -126,6 +131,35 @@ class CheckedSemSegDatasetMapper(CheckedDatasetMapper):
         return mapped
 
 
+def sem_seg_repeat_factors(classes_per_image, repeat_threshold):
+    """Repeat factor of each training image for semantic segmentation: LVIS's repeat-factor
+    sampling (Gupta et al. 2019, appendix B.2) with the classes present in an image's label as its
+    categories. f_c = the fraction of training images whose label holds class c,
+    r_c = max(1, sqrt(t / f_c)), and an image's factor is the largest r_c of its classes (1 for
+    a label of ignored pixels only). Computed by Detectron2's
+    ``RepeatFactorTrainingSampler.repeat_factors_from_category_frequency``; the pixel re-sampling
+    baseline of MEDOE's Table 2, whose own details did not survive its text."""
+    if not repeat_threshold > 0:
+        raise ConfigError(f"DATALOADER.REPEAT_THRESHOLD is {repeat_threshold}; repeat-factor sampling "
+                          "needs an image frequency > 0 below which a class's images are repeated "
+                          "(e.g. 0.02 for ADE20K)")
+    records = [{"annotations": [{"category_id": int(c)} for c in classes]} for classes in classes_per_image]
+    return RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(records, repeat_threshold)
+
+
+def sem_seg_repeat_factors_of_config(cfg, dicts):
+    """:func:`sem_seg_repeat_factors` of the training records ``dicts``, their classes from the
+    run's class statistics (kept by the count, so no label is read again) or read from the labels."""
+    stats = class_stats_from_config(cfg) if cfg.MODEL.LONG_TAIL.CLASS_STATS else None
+    classes = classes_per_image(dicts, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                                stats, cfg.DATALOADER.CLASS_STATS_WORKERS)
+    factors = sem_seg_repeat_factors(classes, cfg.DATALOADER.REPEAT_THRESHOLD)
+    logger.info(f"repeat-factor sampling (DATALOADER.REPEAT_THRESHOLD {cfg.DATALOADER.REPEAT_THRESHOLD:g}): "
+                f"{int((factors > 1).sum())} of {len(factors)} images repeated, largest factor "
+                f"{float(factors.max()):.2f}, an epoch {float(factors.sum()) / max(len(factors), 1):.2f}x the images")
+    return factors
+
+
 def build_train_loader(cfg):
     """Detectron2's training loader; with ``DATALOADER.SAMPLER_TRAIN`` TrainingSampler or
     RepeatFactorTrainingSampler its data stream is a :class:`PositionedDataset` drawing the same
@@ -147,7 +181,9 @@ def build_train_loader(cfg):
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
         )
     repeat_factors = None
-    if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
+    if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler" and sem_seg:
+        repeat_factors = sem_seg_repeat_factors_of_config(cfg, dicts)
+    elif cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
         repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
             dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
     dataset = PositionedDataset(dicts, mapper, seed, repeat_factors=repeat_factors)

@@ -66,6 +66,7 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
     jobs = [(d["sem_seg_file_name"], len(names), ignore) for d in dicts]
     counts = np.zeros(len(names), dtype=np.int64)
     image_counts = np.zeros(len(names), dtype=np.int64)
+    present_classes = []  # kept for repeat-factor sampling, so it need not read the labels again
     all_pixels = 0
     bar = dict(total=len(jobs), desc=f"counting pixels of {dataset_name}", disable=not progress)
     if num_workers > 1 and len(jobs) > 1:
@@ -80,11 +81,13 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
             for hist, size in tqdm(results, **bar):
                 counts += hist
                 image_counts += hist > 0
+                present_classes.append(np.flatnonzero(hist).tolist())
                 all_pixels += size
     else:
         for hist, size in tqdm(map(_count_label_file, jobs), **bar):
             counts += hist
             image_counts += hist > 0
+            present_classes.append(np.flatnonzero(hist).tolist())
             all_pixels += size
     LABELS_CHECKED.add(dataset_name)
     groups = cs.split_by_ratio(counts / max(all_pixels, 1), head_ratio, tail_ratio)
@@ -99,8 +102,43 @@ def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=
                     f"tail <= {tail_ratio:g}"),
         num_images=len(jobs),
         data_fingerprint=sem_seg_fingerprint(dicts),
-        extra={"all_pixels": int(all_pixels)},
+        extra={"all_pixels": int(all_pixels), "head_ratio": head_ratio, "tail_ratio": tail_ratio,
+               "image_classes": {"files": _relative_label_paths([d["sem_seg_file_name"] for d in dicts]),
+                                 "classes": present_classes}},
     )
+
+
+def _relative_label_paths(paths):
+    """Label file names relative to their common folder (a copy of the data elsewhere matches)."""
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0]) if paths else ""
+    return [os.path.relpath(p, root) for p in paths]
+
+
+def _present_classes(job):
+    hist, _ = _count_label_file(job)
+    return np.flatnonzero(hist).tolist()
+
+
+def classes_per_image(dicts, num_classes, ignore_label, stats=None, num_workers=2):
+    """The classes present in each record's label (in ``dicts`` order): from the per-image
+    classes the statistics' count kept (``stats.extra["image_classes"]``, matched by label file
+    name relative to the labels' common folder), else by reading the labels, in ``num_workers``
+    processes (statistics from objectInfo150.txt or written before they kept them)."""
+    paths = [d["sem_seg_file_name"] for d in dicts]
+    kept = (stats.extra.get("image_classes") if stats is not None else None) or {}
+    known = dict(zip(kept.get("files", []), kept.get("classes", [])))
+    relative = _relative_label_paths(paths)
+    if known and all(name in known for name in relative):
+        return [list(known[name]) for name in relative]
+    logger.info(f"reading {len(paths)} training labels for their classes (the class statistics "
+                "do not list each image's classes)")
+    jobs = [(path, num_classes, ignore_label) for path in paths]
+    if num_workers > 1 and len(jobs) > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(
+                num_workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
+            return pool.map(_present_classes, jobs, chunksize=max(1, len(jobs) // (8 * num_workers)))
+    return [_present_classes(job) for job in jobs]
 
 
 def count_lvis(dataset_name, progress=True):
@@ -153,6 +191,8 @@ def stats_from_ade20k_object_info(dataset_name, path, head_ratio, tail_ratio):
         group_rule=f"objectInfo150 Ratio as published: head > {head_ratio:g}, tail <= {tail_ratio:g}",
         num_images=0,
         source=f"Ratio column of {os.path.basename(path)}",
+        # The ratios are shares of all pixels already (cs.pixel_shares divides by 1).
+        extra={"all_pixels": 1.0, "head_ratio": head_ratio, "tail_ratio": tail_ratio},
     )
 
 
@@ -248,14 +288,36 @@ def resolve_class_stats(cfg):
         path = long_tail.CLASS_STATS
         stats = cs.load(path)
         cs.check_matches(stats, dataset_class_names(dataset_name), dataset_name, path)
+        if cs.regrouped(stats, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO) is not None:
+            # The given file is the run's authority; its groups are used as they are.
+            logger.warning(f"{path} groups head / body / tail by other thresholds than "
+                           f"MODEL.LONG_TAIL.HEAD_RATIO {long_tail.HEAD_RATIO:g} / TAIL_RATIO "
+                           f"{long_tail.TAIL_RATIO:g} ({stats.group_rule}); its groups are used. "
+                           "Regenerate it with tools/compute_class_stats.py --head-ratio / --tail-ratio "
+                           "to use the config's")
         logger.info(f"class statistics: {path} (MODEL.LONG_TAIL.CLASS_STATS)")
         return path
     cache = os.path.join(cfg.OUTPUT_DIR, "class_stats.json")
     if comm.is_main_process():
         _resolve_into_cache(cfg, dataset_name, cache)
+        _regroup_cache(cache, long_tail.HEAD_RATIO, long_tail.TAIL_RATIO)
     comm.synchronize()
     cfg.MODEL.LONG_TAIL.CLASS_STATS = cache
     return cache
+
+
+def _regroup_cache(cache, head_ratio, tail_ratio):
+    """The cached statistics grouped by the config's thresholds: statistics counted (or made
+    beside MODEL.WEIGHTS) under other HEAD_RATIO / TAIL_RATIO are regrouped from their counts,
+    so that changing the thresholds takes effect without counting again."""
+    stats = cs.load(cache)
+    regrouped = cs.regrouped(stats, head_ratio, tail_ratio)
+    if regrouped is not None:
+        cs.save(regrouped, cache)
+        sizes = "/".join(str(len(regrouped.groups[g])) for g in cs.GROUP_NAMES)
+        logger.info(f"class statistics: {cache} regrouped at head > {head_ratio:g}, tail <= "
+                    f"{tail_ratio:g} (MODEL.LONG_TAIL.HEAD_RATIO / TAIL_RATIO): head / body / tail "
+                    f"{sizes} classes")
 
 
 def _resolve_into_cache(cfg, dataset_name, cache):

@@ -50,16 +50,9 @@ def load_published(dataset_name):
 
 
 def regrouped(stats, head_ratio, tail_ratio):
-    """``stats`` with semantic-segmentation groups recomputed for other thresholds (shares of all
-    pixels, ``extra["all_pixels"]`` when recorded, else the counts are already shares). LVIS
-    groups come from the json's frequency field and are kept."""
-    if stats.task != "sem_seg":
-        return stats
-    all_pixels = stats.extra.get("all_pixels") or 1.0
-    shares = np.asarray(stats.counts, dtype=np.float64) / all_pixels
-    groups = cs.split_by_ratio(shares, head_ratio, tail_ratio)
-    rule = f"{stats.group_rule.split(':')[0]}: head > {head_ratio:g}, tail <= {tail_ratio:g}"
-    return cs.ClassStats(**{**stats.__dict__, "groups": groups, "group_rule": rule})
+    """``stats`` with its semantic-segmentation groups recomputed for the config's thresholds
+    (``class_stats.regrouped``: shares of all pixels); LVIS groups are the json's field, kept."""
+    return cs.regrouped(stats, head_ratio, tail_ratio) or stats
 
 
 def compare(counted, published):

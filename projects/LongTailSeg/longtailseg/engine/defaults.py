@@ -21,7 +21,7 @@ from ..data.preflight import check_data
 from ..errors import ConfigError
 from ..io import write_text_atomically
 from ..safe_files import merge_config_file
-from ..modeling.extension_points import check_model_config, model_needs_class_stats
+from ..modeling.extension_points import check_model_config, model_loads_own_weights, model_needs_class_stats
 from . import run_folder, stage2
 from .config_checks import check_run_config
 from .checkpoint import LongTailCheckpointer, check_complete_load, check_output_dir, check_weights_file
@@ -108,12 +108,16 @@ def setup(args, add_config=()):
     cfg = load_config(args.config_file, args.opts, freeze=False, add_config=add_config)
     check_run_config(cfg, comm.get_world_size(), eval_only=args.eval_only)  # schedule, batch split, loader
     check_model_config(cfg)  # before any data is read
+    loads_own_weights = model_loads_own_weights(cfg)
+    if loads_own_weights and not args.eval_only:
+        raise ConfigError(f"{cfg.MODEL.META_ARCHITECTURE} loads its trained weights itself and only "
+                          "evaluates: pass --eval-only (train its parts with their own configs)")
     run = run_folder.prepare(cfg, args)  # lock, refusals, the checkpoint to resume: before any write
     comm.synchronize()  # every process resumes from the last_checkpoint it settled
     if stage2.is_stage2(cfg) and not args.eval_only:
         stage2.check_stage1_weights(cfg, resuming=args.resume)
     ensure_weights_available(cfg, resuming=args.resume)  # offline: names the file to fetch
-    if args.eval_only:
+    if args.eval_only and not loads_own_weights:
         check_weights_file(cfg, resuming=args.resume)
     else:
         check_local_weights(cfg, resuming=args.resume)

@@ -96,6 +96,23 @@ def sem_seg_metrics(
     return res
 
 
+# Results key of the Pearson correlation between per-class accuracy and training pixel share.
+ACC_FREQUENCY_PEARSON = "Pearson-ACC-frequency"
+
+
+def accuracy_frequency_correlation(acc: Sequence[float], train_shares: Sequence[float]) -> float:
+    """Pearson's r between the per-class accuracy and the class's share of the training pixels
+    (MEDOE's Table 10: the weak correlation at the pixel level), over the classes whose
+    accuracy is defined (ground truth in the test set); NaN with fewer than two such classes or
+    when either side is constant. A fraction in [-1, 1], not a percentage."""
+    acc = np.asarray([math.nan if a is None else a for a in acc], dtype=np.float64)
+    shares = np.asarray(train_shares, dtype=np.float64)
+    kept = np.isfinite(acc) & np.isfinite(shares)
+    if kept.sum() < 2 or np.ptp(acc[kept]) == 0 or np.ptp(shares[kept]) == 0:
+        return math.nan
+    return float(np.corrcoef(acc[kept], shares[kept])[0, 1])
+
+
 def per_class_metrics(conf_matrix: np.ndarray, num_classes: int,
                       miou_rule: str = "standard") -> Dict[str, np.ndarray]:
     """Per-class fractions (not percent) and pixel counts of a ``[pred, gt]`` confusion matrix:
@@ -408,6 +425,11 @@ class LongTailSemSegEvaluator(DatasetEvaluator):
             conf_matrix = np.sum(matrices, axis=0, dtype=np.int64)
 
         res = sem_seg_metrics(conf_matrix, self._class_names, self._class_groups, self._miou_rule)
+        if self._train_pixel_shares is not None:
+            acc = [res[f"ACC-{name}"] for name in self._class_names]
+            res[ACC_FREQUENCY_PEARSON] = accuracy_frequency_correlation(acc, self._train_pixel_shares)
+            self._logger.info(f"Pearson correlation of per-class accuracy and training pixel share on "
+                              f"{self._dataset_name}: {res[ACC_FREQUENCY_PEARSON]:.3f}")
         if self._class_groups:
             self._logger.info(
                 f"Semantic segmentation on {self._dataset_name} by class group:\n"

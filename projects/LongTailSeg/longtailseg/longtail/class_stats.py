@@ -16,7 +16,7 @@ Group rules (documented choices, see ARCHITECTURE.md):
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -146,6 +146,33 @@ def split_by_ratio(
         name = "head" if r > head_ratio else ("tail" if r <= tail_ratio else "body")
         groups[name].append(c)
     return groups
+
+
+def pixel_shares(stats: ClassStats) -> np.ndarray:
+    """Each class's share of all training pixels, the quantity the semantic-segmentation group
+    thresholds compare: counts over ``extra["all_pixels"]`` (ignored pixels included, as counted;
+    1.0 for objectInfo150's Ratio column, already such a share), else over the labelled pixels
+    (files written before the total was recorded)."""
+    counts = np.asarray(stats.counts, dtype=np.float64)
+    total = float(stats.extra.get("all_pixels") or counts.sum() or 1.0)
+    return counts / total
+
+
+def regrouped(stats: ClassStats, head_ratio: float, tail_ratio: float) -> Optional[ClassStats]:
+    """``stats`` with its head / body / tail recomputed from its counts at these thresholds, or
+    None when they already give its groups, or when they cannot be recomputed: statistics that
+    are not pixels (LVIS keeps its r / c / f field) or a file without the total its shares were
+    taken of (``extra["all_pixels"]``, recorded since the thresholds became per dataset). Cheap: no
+    label is read again."""
+    if stats.task != "sem_seg" or not stats.extra.get("all_pixels"):
+        return None
+    groups = split_by_ratio(pixel_shares(stats), head_ratio, tail_ratio)
+    if {g: sorted(ids) for g, ids in stats.groups.items()} == groups:
+        return None
+    rule = stats.group_rule.split(":")[0] if stats.group_rule else "share of all training pixels"
+    extra = dict(stats.extra, head_ratio=head_ratio, tail_ratio=tail_ratio)
+    return replace(stats, groups=groups, group_rule=f"{rule}: head > {head_ratio:g}, tail <= {tail_ratio:g}",
+                   extra=extra)
 
 
 def split_by_lvis_frequency(frequency_codes: Sequence[str]) -> Dict[str, List[int]]:

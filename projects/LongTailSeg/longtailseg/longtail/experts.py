@@ -304,7 +304,16 @@ class MOEDecisionMaker(nn.Module):
         return F.softmax(logits, dim=0)  # (K, C); 0 for experts not owning the class
 
     def forward(self, expert_log_probs: Iterable[torch.Tensor]) -> torch.Tensor:
-        """P (N, C, H, W) from the K experts' log-probabilities (N, C, H, W) each, in expert order
+        """P (N, C, H, W), the softmax over classes of :meth:`scores` (inference)."""
+        return F.softmax(self.scores(expert_log_probs), dim=1)
+
+    def log_probabilities(self, expert_log_probs: Iterable[torch.Tensor]) -> torch.Tensor:
+        """log P (N, C, H, W), the log-softmax of :meth:`scores`: what the CE of stage 2 reads,
+        exact where P underflows (no clamp, so no pixel loses its gradient)."""
+        return F.log_softmax(self.scores(expert_log_probs), dim=1)
+
+    def scores(self, expert_log_probs: Iterable[torch.Tensor]) -> torch.Tensor:
+        """The class scores (N, C, H, W) from the K experts' log-probabilities (N, C, H, W) each, in expert order
         (any iterable, e.g. a generator, so that inference holds one expert's output at a time;
         or a (K, N, C, H, W) tensor). They must be finite (``expert_log_probabilities`` floors
         them); values outside an expert's classes are ignored (their weight is 0).
@@ -328,23 +337,29 @@ class MOEDecisionMaker(nn.Module):
             count += 1
         if count != num_experts:
             raise ValueError(f"the decision-maker has {num_experts} experts; got {count} outputs")
-        return F.softmax(scores, dim=1)
+        return scores
 
 
-def moe_losses(probs: torch.Tensor, targets: torch.Tensor, tail: torch.Tensor,
+def moe_losses(log_probs: torch.Tensor, targets: torch.Tensor, tail: torch.Tensor,
                ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(CE, tail over-confidence penalty) of ensemble probabilities ``probs`` (N, C, H, W).
+    """(CE, tail over-confidence penalty) of the ensemble's log-probabilities ``log_probs``
+    (N, C, H, W), ``MOEDecisionMaker.log_probabilities``.
 
-    The penalty is the mean, over labelled pixels whose class is not a tail class, of the
-    probability the ensemble gives to the tail classes (``tail``: (C,) bool).
+    CE = -log P_y read from the log-softmax itself: exact and with its gradient (P_y - 1 in the
+    scores) at any P_y, also where P_y underflows float32 (a clamp of P at 1e-8 would make the
+    loss flat, gradient 0, at the pixels the ensemble gets most wrong). The penalty is the mean,
+    over labelled pixels whose class is not a tail class, of the probability the ensemble gives
+    to the tail classes (``tail``: (C,) bool).
     """
-    tail = tail.to(probs.device)
+    tail = tail.to(log_probs.device)
     valid = targets != ignore_index
-    zero = probs.sum() * 0.0
+    zero = log_probs.sum() * 0.0
     if not valid.any():
         return zero, zero
-    ce = F.nll_loss(probs.clamp_min(1e-8).log(), targets, ignore_index=ignore_index)
+    ce = F.nll_loss(log_probs, targets, ignore_index=ignore_index)
     safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
     not_tail = valid & ~tail[safe_targets]
-    penalty = probs[:, tail].sum(dim=1)[not_tail].mean() if not_tail.any() and tail.any() else zero
-    return ce, penalty
+    if not (not_tail.any() and tail.any()):
+        return ce, zero
+    tail_mass = torch.logsumexp(log_probs[:, tail], dim=1).exp()  # (N, H, W)
+    return ce, tail_mass[not_tail].mean()

@@ -12,7 +12,9 @@ documentation, and a class of Detectron2's that does not subclass it answers the
   ``trained_in_second_stage = True`` (``engine/stage2.py``);
 * ``check_config(cfg)``: raise a one-line ``ConfigError`` for values that are wrong whatever the
   data (run right after the config is read, before any label is counted);
-* ``needs_test_labels(cfg)``: its inference reads the labels (MEDOE's oracle).
+* ``needs_test_labels(cfg)``: its inference reads the labels (MEDOE's oracle);
+* ``loads_own_weights(cfg)``: the model loads its trained weights itself when built (the model
+  ensemble, from its members' checkpoints): it evaluates without MODEL.WEIGHTS and does not train.
 
 The questions are asked through :func:`configured_parts`, which lists the registered classes a
 config selects.
@@ -58,6 +60,10 @@ class LongTailPart:
 
     @classmethod
     def needs_test_labels(cls, cfg) -> bool:
+        return False
+
+    @classmethod
+    def loads_own_weights(cls, cfg) -> bool:
         return False
 
 
@@ -118,3 +124,7 @@ def check_model_config(cfg) -> None:
 
 def model_needs_test_labels(cfg) -> bool:
     return any(needs for _, needs in _answers(cfg, "needs_test_labels"))
+
+
+def model_loads_own_weights(cfg) -> bool:
+    return any(loads for _, loads in _answers(cfg, "loads_own_weights"))

@@ -27,6 +27,17 @@ PROFILES = ("default", "ade20k", "lvis_v1")
 # DisAlign's ADE20K grouping rule on shares of all pixels.
 ADE20K_HEAD_SHARE = 0.01
 ADE20K_TAIL_SHARE = 0.001
+# Cityscapes' 19 evaluated classes (trainId order): each class's share of all pixels of the fine
+# annotations, in per cent, unlabelled ones included (the 19 sum to 88.4 %), as tabulated in the
+# "pixel-wise occ [%]" column of github.com/m-birke/automotive-segmentation-datasets/cityscapes.md
+# (a count of the gtFine labels; the Cityscapes paper's Fig. 1 plots the same counts on a log
+# scale). configs/cityscapes/deeplab_v3_plus_R_50.yaml's group thresholds are chosen on them.
+CITYSCAPES_PIXEL_PERCENT = (
+    ("road", 32.7), ("sidewalk", 5.3), ("building", 20.1), ("wall", 0.59), ("fence", 0.77),
+    ("pole", 1.1243), ("traffic light", 0.1823), ("traffic sign", 0.5015), ("vegetation", 14.3),
+    ("terrain", 0.98), ("sky", 3.5), ("person", 1.1), ("rider", 0.1295), ("car", 6.0),
+    ("truck", 0.2406), ("bus", 0.2271), ("train", 0.1907), ("motorcycle", 0.0848), ("bicycle", 0.4030),
+)
 # objectInfo150.txt's Ratio column, Idx 1..150 (source and licence in the module docstring).
 ADE20K_RATIOS = (
     0.1576, 0.1072, 0.0878, 0.0621, 0.0480, 0.0450, 0.0398, 0.0231, 0.0198, 0.0183,

@@ -5,7 +5,7 @@ The math (label masking, expert losses, oracle, ensembles, the MOE decision-make
 stage 1 (MED) and stage 2 (MOE) into Detectron2's SemanticSegmentor.
 """
 import logging
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,44 @@ def expert_config(cfg, head_class):
     return cfg if width == 0 else head_class.narrow_config(cfg, width)
 
 
+def check_experts_own_two_classes(masks, expert_groups, stats, cfg):
+    """Refuse an expert that owns fewer than two classes: its softmax over them is 1 at every
+    pixel, so its CE and KL are 0 (it learns nothing) and the softmax-threshold and
+    argmax-confidence ensembles, where it is always fully confident, predict its class at every
+    pixel. The groups come from the dataset's thresholds, which the message names."""
+    for k, (groups, member) in enumerate(zip(expert_groups, masks)):
+        owned = torch.nonzero(member).flatten().tolist()
+        if len(owned) >= 2:
+            continue
+        names = ", ".join(stats.class_names[c] for c in owned) or "none"
+        sizes = " / ".join(str(len(stats.groups.get(g, []))) for g in ("head", "body", "tail"))
+        long_tail = cfg.MODEL.LONG_TAIL
+        raise ConfigError(
+            f"MEDOE expert {k + 1} ({'+'.join(groups)}) owns {len(owned)} class ({names}), but an "
+            f"expert needs at least 2 (with one its softmax is 1 everywhere: no loss, and the "
+            f"ensembles predict that class everywhere); head / body / tail are {sizes} classes at "
+            f"{stats.group_rule or 'the statistics file'}: change MODEL.LONG_TAIL.HEAD_RATIO "
+            f"({long_tail.HEAD_RATIO:g}) / TAIL_RATIO ({long_tail.TAIL_RATIO:g}) so that every group "
+            f"has 2 or more classes (a MODEL.LONG_TAIL.CLASS_STATS file given by hand keeps its "
+            "groups: regenerate it with tools/compute_class_stats.py --head-ratio / --tail-ratio)")
+
+
+def shared_context_classifier(expert):
+    """One of MCN's further classifiers (MEDOE's Table 5: a shared backbone and context module,
+    then one classifier per class group): a new 1x1 conv like ``expert.predictor`` (initialised
+    as the heads' own, normal std 0.001 and bias 0), after the same dropout where the head has one."""
+    predictor = getattr(expert, "predictor", None)
+    if not isinstance(predictor, nn.Conv2d):
+        raise ConfigError(f"MODEL.MEDOE.SHARED_CONTEXT needs an expert head whose classifier is a "
+                          f"convolution `predictor`; {type(expert).__name__} has none: set it False")
+    conv = nn.Conv2d(predictor.in_channels, predictor.out_channels, predictor.kernel_size,
+                     padding=predictor.padding)
+    nn.init.normal_(conv.weight, std=0.001)
+    nn.init.zeros_(conv.bias)
+    dropout = getattr(expert, "dropout", None)
+    return nn.Sequential(type(dropout)(dropout.p), conv) if isinstance(dropout, nn.Dropout2d) else conv
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class MEDOEHead(nn.Module, LongTailPart):
     """Multi-expert decoder (stage 1) and output ensemble (stage 2).
@@ -95,21 +133,28 @@ class MEDOEHead(nn.Module, LongTailPart):
     def __init__(self, *, experts: List[nn.Module], expert_masks: torch.Tensor,
                  tail_classes: torch.Tensor, ignore_value: int = 255, aux_loss_weight: float = 0.2,
                  ensemble: str = "none", softmax_threshold: float = 0.3,
-                 tail_penalty_weight: float = 0.1, oracle: bool = False, loss_weight: float = 1.0):
+                 tail_penalty_weight: float = 0.1, oracle: bool = False, loss_weight: float = 1.0,
+                 classifiers: Optional[List[nn.Module]] = None):
+        """``classifiers``: MCN (``MODEL.MEDOE.SHARED_CONTEXT``): one expert, whose context module
+        is shared, and these K - 1 further classifiers on its decoded features."""
         super().__init__()
         check_ensemble(ensemble)
-        if len(experts) != expert_masks.shape[0]:
-            raise ConfigError(f"{len(experts)} experts but {expert_masks.shape[0]} class sets")
+        num_outputs = len(experts) + len(classifiers or [])
+        if num_outputs != expert_masks.shape[0]:
+            raise ConfigError(f"{num_outputs} experts but {expert_masks.shape[0]} class sets")
         self.experts = nn.ModuleList(experts)
+        self.classifiers = nn.ModuleList(classifiers) if classifiers else None
         # The first expert's projection of the backbone features serves every expert.
         self.shares_projection = all(e.shares_projection for e in experts)
         if self.shares_projection:
             for expert in experts[1:]:
                 expert.drop_projection()
         logger.info("MEDOE parameters: %s%s", ", ".join(
-            f"expert {k + 1} {sum(p.numel() for p in e.parameters())}" for k, e in enumerate(experts)),
+            f"expert {k + 1} {sum(p.numel() for p in e.parameters())}"
+            for k, e in enumerate(list(experts) + list(classifiers or []))),
             " (the projection of the backbone features is expert 1's, shared)"
-            if self.shares_projection else "")
+            if self.shares_projection and not classifiers else
+            " (MCN: experts 2..K are classifiers on expert 1's context module)" if classifiers else "")
         self.register_buffer("expert_masks", expert_masks.clone(), persistent=False)
         self.register_buffer("tail_classes", tail_classes.clone(), persistent=False)
         self.ignore_value = ignore_value
@@ -163,11 +208,17 @@ class MEDOEHead(nn.Module, LongTailPart):
             masks = expert_class_masks(stats.groups, expert_groups, num_classes)
         except ValueError as e:
             raise ConfigError(f"MODEL.MEDOE.EXPERT_CLASS_GROUPS: {e}") from None
+        check_experts_own_two_classes(masks, expert_groups, stats, cfg)
         tail = torch.zeros(num_classes, dtype=torch.bool)
         tail[list(stats.groups.get("tail", []))] = True
-        narrow_cfg = expert_config(cfg, head_class)
-        experts = [head_class(cfg if k == 0 else narrow_cfg, input_shape)
-                   for k in range(len(expert_groups))]
+        classifiers = None
+        if medoe.SHARED_CONTEXT:  # MCN: one context module, K classifiers
+            experts = [head_class(cfg, input_shape)]
+            classifiers = [shared_context_classifier(experts[0]) for _ in expert_groups[1:]]
+        else:
+            narrow_cfg = expert_config(cfg, head_class)
+            experts = [head_class(cfg if k == 0 else narrow_cfg, input_shape)
+                       for k in range(len(expert_groups))]
         logger.info("MEDOE experts (%s): %s", medoe.EXPERT_HEAD, ", ".join(
             f"{k + 1}: {'+'.join(g)} ({int(m.sum())} classes)"
             for k, (g, m) in enumerate(zip(expert_groups, masks))))
@@ -182,11 +233,17 @@ class MEDOEHead(nn.Module, LongTailPart):
             "tail_penalty_weight": medoe.TAIL_PENALTY_WEIGHT,
             "oracle": medoe.ORACLE,
             "loss_weight": cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT,
+            "classifiers": classifiers,
         }
 
     @property
     def is_stage2(self):
         return self.decision_maker is not None
+
+    @property
+    def num_experts(self):
+        """K: the experts (MCN: the classifiers) whose outputs the ensembles combine."""
+        return self.expert_masks.shape[0]
 
     def expert_logits(self, features, size=None):
         """Each expert's logits (unmasked) at ``size``, or at its stride x the feature size."""
@@ -194,8 +251,17 @@ class MEDOEHead(nn.Module, LongTailPart):
 
     def iter_decoder_logits(self, features, count=None):
         """(expert, its logits at its own resolution) for the first ``count`` experts (default
-        all), one at a time. Experts 2..K read detached features and projections."""
+        all), one at a time. Experts 2..K read detached features and projections; MCN's
+        classifiers 2..K read expert 1's decoded features with their graph (the context module
+        and backbone are shared and trained by every classifier), and yield expert 1 as theirs."""
         projected = self.experts[0].project(features) if self.shares_projection else None
+        if self.classifiers is not None:
+            head = self.experts[0]
+            decoded = head.decode(features, projected)
+            yield head, head.classify(decoded)
+            for classifier in self.classifiers[:None if count is None else count - 1]:
+                yield head, classifier(decoded)
+            return
         detached = detached_projected = None
         for k, expert in enumerate(self.experts[:count]):
             if k == 0:
@@ -278,7 +344,7 @@ class MEDOEHead(nn.Module, LongTailPart):
         return losses
 
     def moe_losses(self, expert_log_probs, targets):
-        ce, penalty = moe_losses(self.decision_maker(expert_log_probs), targets, self.tail_classes,
-                                   self.ignore_value)
+        ce, penalty = moe_losses(self.decision_maker.log_probabilities(expert_log_probs), targets,
+                                 self.tail_classes, self.ignore_value)
         return {"loss_sem_seg_moe": ce * self.loss_weight,
                 "loss_tail_penalty": penalty * self.tail_penalty_weight * self.loss_weight}
