@@ -115,6 +115,11 @@ def add_longtailseg_config(cfg):
     # The config that trains stage 1 (used only to tell the user how to make MODEL.WEIGHTS).
     cfg.MODEL.MEDOE.STAGE1_CONFIG = ""
 
+    # Mixed precision (with Detectron2's SOLVER.AMP.ENABLED True): the autocast dtype, "float16"
+    # (with a gradient scaler, checkpointed) or "bfloat16" (no scaler needed); "" = float16 on
+    # CUDA, bfloat16 on the CPU (MODEL.DEVICE). Losses and class-statistics math stay float32.
+    cfg.SOLVER.AMP.PRECISION = ""
+
     # The "uniform" test setting (MEDOE): also report metrics on test pixels sub-sampled with
     # SEED so that every class has as many pixels as the rarest (keys "<metric>-uniform").
     cfg.TEST.UNIFORM = CN()
