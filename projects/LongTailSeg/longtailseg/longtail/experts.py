@@ -271,7 +271,7 @@ def softmax_threshold(probs: torch.Tensor, masks: torch.Tensor, threshold: float
     for k in order[:-1]:
         confident = (probs[k].amax(dim=1) >= threshold) & ~decided
         out = torch.where(confident[:, None], probs[k], out)
-        decided |= confident
+        decided = decided | confident  # not in place: ONNX has no in-place or
     return out
 
 
