@@ -113,18 +113,20 @@ def test_dropout_would_be_traced_without_its_removal(tmp_path):
 
 @pytest.mark.parametrize("export_format", ex.FORMATS)
 def test_lvis_mask_rcnn_export_equals_eager_with_a_varying_number_of_detections(export_format, tmp_path):
-    model, _ = _model(tmp_path, "mask_rcnn_cosine_disalign", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.06,
-                      task="instances")
+    model, _ = _model(tmp_path, "mask_rcnn_cosine_disalign", task="instances")
     trace_image, other_image = (instance_batch(size=64, seed=s)[0]["image"] for s in (0, 3))
+    # A score threshold that keeps about 100 of the traced image's 300 detections, so the
+    # number of detections is the data's, not the trace's
+    scores = ex.eager_outputs(ex.traceable(model, trace_image), trace_image)[3]
+    model.roi_heads.box_predictor.test_score_thresh = scores.sort(descending=True).values[100].item()
     path, adapter = ex.export(model, trace_image, export_format, str(tmp_path / "export"))
     traced_count = len(ex.eager_outputs(adapter, trace_image)[0])
     expected, actual = ex.eager_outputs(adapter, other_image), ex.load_exported(path)(other_image)
     boxes, classes, masks, scores = expected[:4]
-    assert 0 < len(boxes) != traced_count and masks.shape[1:] == (1, 28, 28)
+    assert 0 < len(boxes) != traced_count and masks.shape[1:] == (1, 28, 28), (len(boxes), traced_count)
     assert ex.max_difference(expected, actual) <= TOLERANCE
     assert ex.training_only_ops(path) == []
-    assert {"aten::dropout"} - ex.graph_ops(path) and (
-        "NonMaxSuppression" if export_format == "onnx" else "torchvision::nms") in ex.graph_ops(path)
+    assert ("NonMaxSuppression" if export_format == "onnx" else "torchvision::nms") in ex.graph_ops(path)
 
 
 def test_tool_exports_a_trained_model_to_onnx(trained_baseline, datasets_root, tmp_path):
@@ -144,20 +146,24 @@ def test_tool_exports_a_trained_model_to_onnx(trained_baseline, datasets_root, t
     assert [o.name for o in session.get_outputs()] == ["sem_seg"]
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["MODEL.WEIGHTS", "missing/model_final.pth"],
-     r"^error: MODEL\.WEIGHTS=missing/model_final\.pth does not exist; train the model first"),
-    (["MODEL.WEIGHTS", ""], r"^error: MODEL\.WEIGHTS is empty; pass the trained model to export"),
-    (["MODEL.META_ARCHITECTURE", "PanopticFPN", "MODEL.WEIGHTS", "x.pth"],
-     r"^error: MODEL\.META_ARCHITECTURE 'PanopticFPN' cannot be exported"),
-], ids=["missing-weights", "no-weights", "unsupported-model"])
-def test_tool_bad_input_is_one_line(opts, message, datasets_root, tmp_path):
+def test_tool_bad_input_is_one_line(datasets_root, tmp_path):
     proc = run_tool("export_model.py", "--config-file", "configs/synthetic/deeplab_v3_plus.yaml",
-                    "--output", tmp_path, *opts, datasets_root=datasets_root, check=False)
+                    "--output", tmp_path, "MODEL.WEIGHTS", "missing/model_final.pth",
+                    datasets_root=datasets_root, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    import re
+    assert proc.stderr.strip() == ("error: MODEL.WEIGHTS=missing/model_final.pth does not exist; train "
+                                   "the model first or fix the path"), proc.stderr
 
-    assert re.search(message, proc.stderr.strip()) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+@pytest.mark.parametrize("opts, message", [
+    (["MODEL.WEIGHTS", ""], r"^MODEL\.WEIGHTS is empty; pass the trained model to export"),
+    (["MODEL.META_ARCHITECTURE", "PanopticFPN", "MODEL.WEIGHTS", "x.pth"],
+     r"^MODEL\.META_ARCHITECTURE 'PanopticFPN' cannot be exported; export_model\.py exports SemanticSegmentor"),
+], ids=["no-weights", "unsupported-model"])
+def test_unexportable_configs_are_refused_before_building(opts, message):
+    cfg = load_config(os.path.join(REPO, "configs", "synthetic", "deeplab_v3_plus.yaml"), opts)
+    with pytest.raises(ConfigError, match=message):
+        ex.exportable_model(cfg, "onnx")
 
 
 def test_medoe_oracle_is_refused():
