@@ -112,7 +112,7 @@ def main(args):
         "weights": cfg.MODEL.WEIGHTS,
         "input": {"name": "image", "shape": list(trace_image.shape), "dtype": "float32",
                   "range": [0, 255], "channels": cfg.INPUT.FORMAT},
-        "outputs": ex.output_names(adapter) or str(adapter.outputs_schema),
+        "outputs": ex.output_names(adapter),
         "max_abs_difference_from_pytorch": difference,
         "training_only_ops": training_ops,
     }

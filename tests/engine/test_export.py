@@ -122,6 +122,7 @@ def test_lvis_mask_rcnn_export_equals_eager_with_a_varying_number_of_detections(
     path, adapter = ex.export(model, trace_image, export_format, str(tmp_path / "export"))
     traced_count = len(ex.eager_outputs(adapter, trace_image)[0])
     expected, actual = ex.eager_outputs(adapter, other_image), ex.load_exported(path)(other_image)
+    assert ex.output_names(adapter) == ["pred_boxes", "pred_classes", "pred_masks", "scores", "image_size"]
     boxes, classes, masks, scores = expected[:4]
     assert 0 < len(boxes) != traced_count and masks.shape[1:] == (1, 28, 28), (len(boxes), traced_count)
     assert ex.max_difference(expected, actual) <= TOLERANCE

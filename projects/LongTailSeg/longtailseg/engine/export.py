@@ -192,8 +192,12 @@ def export(model, image, export_format, output_dir):
 
 
 def output_names(adapter):
-    """``sem_seg`` for a semantic segmentor; Detectron2's flattened names for Mask R-CNN."""
-    return ["sem_seg"] if isinstance(adapter, FixedSizeSemanticSegmentor) else None
+    """``sem_seg`` for a semantic segmentor; for Mask R-CNN the Instances fields in the order
+    TracingAdapter flattens them (sorted), then ``image_size``. Call after tracing."""
+    if isinstance(adapter, FixedSizeSemanticSegmentor):
+        return ["sem_seg"]
+    instances = adapter.outputs_schema.schemas[0].schemas[0]  # list -> {"instances": ...}
+    return list(instances.keys) + ["image_size"]
 
 
 def load_exported(path):
