@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Under mixed precision the losses and log-probabilities below run in float32 (@float32_math):
+# masked logits at the dtype's lowest value, the 1e-12 guards and the log-space MOE sum need it.
 from .precision import float32_math, to_float32
 
 ENSEMBLES = ("none", "MOE", "softmax_threshold", "argmax_confidence", "group_average")
