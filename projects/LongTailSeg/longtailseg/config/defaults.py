@@ -132,6 +132,10 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.MODEL_ENSEMBLE = CN()
     cfg.MODEL.MODEL_ENSEMBLE.MEMBER_CONFIG = ""
     cfg.MODEL.MODEL_ENSEMBLE.MEMBER_WEIGHTS = []
+    # Mixed precision (with Detectron2's SOLVER.AMP.ENABLED True): the autocast dtype, "float16"
+    # (with a gradient scaler, checkpointed) or "bfloat16" (no scaler needed); "" = float16 on
+    # CUDA, bfloat16 on the CPU (MODEL.DEVICE). Losses and class-statistics math stay float32.
+    cfg.SOLVER.AMP.PRECISION = ""
 
     # The "uniform" test setting (MEDOE): also report metrics on test pixels sub-sampled with
     # SEED so that every class has as many pixels as the rarest (keys "<metric>-uniform").

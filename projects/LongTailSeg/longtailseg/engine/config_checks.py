@@ -7,6 +7,7 @@ or (for a repeated ``--config-file``) a run of a config other than the one the u
 import sys
 
 from ..errors import ConfigError
+from .mixed_precision import amp_precision
 
 
 def check_run_config(cfg, world_size, eval_only=False):
@@ -27,6 +28,8 @@ def check_run_config(cfg, world_size, eval_only=False):
         raise ConfigError(f"SOLVER.CHECKPOINT_PERIOD is {solver.CHECKPOINT_PERIOD}; set it to the "
                           "iterations between checkpoints (>= 1; above SOLVER.MAX_ITER only the final "
                           "model is saved)")
+    if solver.AMP.ENABLED:
+        amp_precision(cfg)  # SOLVER.AMP.PRECISION: a dtype this device can train in
     batch = solver.IMS_PER_BATCH
     if batch < 1 or batch % world_size:
         suggestion = max(world_size, batch - batch % world_size)

@@ -20,11 +20,20 @@ from .checkpoint import CheckpointError, LongTailCheckpointer, check_complete_lo
 from .defaults import build_model, setup_logging, with_class_stats
 from .hooks import LossIterationHook, RandomStateHook
 from .launch import ddp_arguments
+from .mixed_precision import MixedPrecisionTrainer, amp_precision
 from .stops import StopHook, handling_stops
 
 # What a scheduler's state dict holds besides progress is its schedule, which the config gives.
 SCHEDULER_PROGRESS = {"optimizer", "base_lrs", "last_epoch", "_step_count", "_is_initial",
                       "_get_lr_called_within_step", "_last_lr"}
+
+
+def _with_amp_enabled(cfg, enabled):
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.AMP.ENABLED = enabled
+    cfg.freeze()
+    return cfg
 
 
 class Trainer(DefaultTrainer):
@@ -47,8 +56,15 @@ class Trainer(DefaultTrainer):
             cfg.defrost()
             cfg.SEED = comm.shared_random_seed()
             cfg.freeze()
+        amp = amp_precision(cfg) if cfg.SOLVER.AMP.ENABLED else None  # (device type, dtype)
         with ddp_arguments(find_unused_parameters=cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS):
-            super().__init__(cfg)
+            # Detectron2's AMPTrainer is CUDA- and float16-only: DefaultTrainer builds the plain
+            # trainer and ours takes it over (mixed_precision.py).
+            super().__init__(_with_amp_enabled(cfg, False) if amp else cfg)
+        if amp:
+            self._trainer = MixedPrecisionTrainer.taking_over(self._trainer, device_type=amp[0],
+                                                              precision=amp[1])
+            self.cfg = _with_amp_enabled(self.cfg, True)
 
     @classmethod
     def build_model(cls, cfg):

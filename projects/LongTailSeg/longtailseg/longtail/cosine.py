@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import float32_math
+
 
 class CosineClassifier(nn.Module):
     """``forward(x)`` maps features (N, in_features) to logits (N, num_classes).
@@ -32,6 +34,7 @@ class CosineClassifier(nn.Module):
         nn.init.normal_(self.weight, std=weight_init_std)
         self.scale = nn.Parameter(torch.tensor(float(init_scale)))
 
+    @float32_math  # F.normalize's eps (1e-12) is 0 in float16; s cos feeds a softmax
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # normalize() divides by max(|v|, eps): a zero feature gives zero logits, not nan.
         cosine = F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))

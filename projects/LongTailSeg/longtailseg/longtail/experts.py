@@ -35,6 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Under mixed precision the losses and log-probabilities below run in float32 (@float32_math):
+# masked logits at the dtype's lowest value, the 1e-12 guards and the log-space MOE sum need it.
+from .precision import float32_math, to_float32
+
 ENSEMBLES = ("none", "MOE", "softmax_threshold", "argmax_confidence", "group_average")
 # log of the smallest probability the MOE ensemble reads: a softmax can underflow to 0.
 LOG_PROBABILITY_FLOOR = math.log(1e-30)
@@ -89,6 +93,7 @@ def _owned_and_interfering(targets, member, ignore_index):
     return owned, valid & ~owned
 
 
+@float32_math
 def expert_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, member: torch.Tensor,
                          ignore_index: int = 255) -> torch.Tensor:
     """CE of one expert: softmax over its classes S_k (``member``), mean over the pixels labelled
@@ -102,6 +107,7 @@ def expert_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, member: to
     return F.cross_entropy(mask_logits(logits, member), ce_targets, ignore_index=ignore_index)
 
 
+@float32_math
 def expert_cross_entropy_upsampled(logits: torch.Tensor, targets: torch.Tensor, member: torch.Tensor,
                                    ignore_index: int = 255, sparse: Optional[bool] = None) -> torch.Tensor:
     """``expert_cross_entropy`` of ``logits`` (N, C, h, w) upsampled bilinearly to the size of
@@ -165,6 +171,7 @@ def bilinear_weights(n: torch.Tensor, y: torch.Tensor, x: torch.Tensor, shape: S
                                        (n.numel(), shape[0] * h * w)).coalesce()
 
 
+@float32_math
 def expert_auxiliary_loss(logits: torch.Tensor, labels: torch.Tensor, member: torch.Tensor,
                           ignore_index: int = 255) -> torch.Tensor:
     """L2 + KL of one expert on ``logits`` z (N, C, h, w) unmasked and ``labels`` y (N, h, w) of
@@ -215,9 +222,10 @@ def labels_at(targets: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 def expert_probabilities(expert_logits: Sequence[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
     """(K, N, C, H, W): each expert's softmax over its own classes (0 elsewhere)."""
-    return torch.stack([F.softmax(mask_logits(z, m), dim=1) for z, m in zip(expert_logits, masks)])
+    return torch.stack([F.softmax(mask_logits(to_float32(z), m), dim=1) for z, m in zip(expert_logits, masks)])
 
 
+@float32_math
 def expert_log_probabilities(logits: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W): one expert's log-softmax over its own classes, floored at
     ``LOG_PROBABILITY_FLOOR`` (so finite everywhere, also outside its classes)."""
@@ -265,7 +273,7 @@ def softmax_threshold(probs: torch.Tensor, masks: torch.Tensor, threshold: float
     for k in order[:-1]:
         confident = (probs[k].amax(dim=1) >= threshold) & ~decided
         out = torch.where(confident[:, None], probs[k], out)
-        decided |= confident
+        decided = decided | confident  # not in place: ONNX has no in-place or
     return out
 
 
@@ -327,6 +335,7 @@ class MOEDecisionMaker(nn.Module):
         num_experts = self.masks.shape[0]
         scores, count = None, 0
         for log_p in expert_log_probs:
+            log_p = to_float32(log_p)  # the sum of K log-probabilities in float32 (precision.py)
             if count == num_experts:
                 raise ValueError(f"the decision-maker has {num_experts} experts; got more outputs")
             shape = (1, -1) + (1,) * (log_p.dim() - 2)
@@ -340,6 +349,7 @@ class MOEDecisionMaker(nn.Module):
         return scores
 
 
+@float32_math
 def moe_losses(log_probs: torch.Tensor, targets: torch.Tensor, tail: torch.Tensor,
                ignore_index: int = 255) -> Tuple[torch.Tensor, torch.Tensor]:
     """(CE, tail over-confidence penalty) of the ensemble's log-probabilities ``log_probs``

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from fvcore.common.registry import Registry
 
 from .class_stats import positive_counts
+from .precision import float32_math
 
 
 class LossRegistry(Registry):
@@ -88,6 +89,11 @@ class ClassificationLoss(nn.Module):
     # boxes the background column is by far the most frequent class).
     needs_class_counts = False
     box_classifier_problem = ""
+
+    # Every loss, the registry's and one's own, runs in float32 with autocast off under mixed
+    # precision: its count-derived tensors and exponentials overflow or round away in half
+    # precision (longtail/precision.py).
+    __call__ = float32_math(nn.Module.__call__)
 
     def __init__(self, class_counts: Optional[Sequence[float]] = None, ignore_index: int = 255):
         super().__init__()

@@ -19,6 +19,7 @@ from detectron2.config import configurable
 from ..config import class_stats_from_config, long_tail_needs_class_counts
 from ..errors import ClassStatsError, ConfigError
 from ..longtail.calibration import DisAlignCalibration, generalized_reweighting
+from ..longtail.precision import float32_math
 from ..longtail.losses import LOSS_REGISTRY, build_loss, loss_class, loss_needs_class_counts, loss_options
 from ..longtail.variation import BLV_DISTRIBUTIONS, LogitVariation
 from .extension_points import LongTailPart, SecondStage
@@ -150,6 +151,7 @@ class LongTailClassifier(nn.Module):
         """DisAlign's calibration of the class logits (background passes through), else identity."""
         return logits if self.calibration is None else self.calibration(logits, features)
 
+    @float32_math  # BLV's noise x rarity and the loss in float32 under mixed precision
     def loss(self, logits, targets):
         """The configured loss of the logits, after BLV's variation of the class logits in
         training, with the GRW class weights."""
