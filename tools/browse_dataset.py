@@ -251,7 +251,8 @@ def draw(image_rgb, record, metadata, scale, legend):
     panel.paste(Image.fromarray(drawn), (drawn.shape[1] + 4, 0))
     pen = ImageDraw.Draw(panel)
     x = 2 * drawn.shape[1] + 12
-    pen.text((x, 4), "labels [group] share / instances", fill="black")
+    pen.text((x, 4), "class [group] share of the image" if "sem_seg" in record else
+             "category [group] x instances", fill="black")
     for i, (color, text) in enumerate(legend):
         y = 4 + _LEGEND_ROW * (i + 1)
         pen.rectangle([x, y, x + 12, y + 11], fill=tuple(int(v) for v in color), outline="black")
