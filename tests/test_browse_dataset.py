@@ -156,10 +156,21 @@ def test_bad_input_is_one_line_and_exit_2(datasets_root, capsys, args, says):
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and says in err, err
 
 
-def test_missing_data_files_are_one_line(tmp_path):
-    proc = run_tool("browse_dataset.py", "--dataset", "synthetic_lvis_train", datasets_root=tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
-    assert "synthetic_classes.json" in proc.stderr and "make_synthetic_data.py" in proc.stderr
+def test_a_missing_annotation_file_is_one_line(datasets_root, tmp_path, capsys):
+    from detectron2.data.datasets.lvis import load_lvis_json
+
+    json_file = str(tmp_path / "lvis_v1_train.json")
+    DatasetCatalog.register("browse_test_absent_train", lambda: load_lvis_json(json_file, str(tmp_path)))
+    MetadataCatalog.get("browse_test_absent_train").set(
+        thing_classes=list(MetadataCatalog.get("synthetic_lvis_train").thing_classes), json_file=json_file,
+        evaluator_type="lvis")
+    try:
+        status, out, err = browse(capsys, "--dataset", "browse_test_absent_train", "--output-dir", tmp_path)
+    finally:
+        DatasetCatalog.remove("browse_test_absent_train")
+        MetadataCatalog.remove("browse_test_absent_train")
+    assert status == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert f"{json_file} does not exist" in err
 
 
 def _detectron2_main_source():

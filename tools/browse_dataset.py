@@ -107,7 +107,8 @@ def get_parser():
                         help="show each drawing in a window (OpenCV) instead of writing it, as Detectron2's script")
     parser.add_argument("--detectron2-script", metavar="PATH",
                         help="run this copy of Detectron2's tools/visualize_data.py with LongTailSeg's config "
-                             "keys and datasets known (needs --config-file and --source annotation|dataloader)")
+                             "keys and datasets known (needs --config-file and --source annotation|dataloader; "
+                             "its dataloader source draws instance sets only, until interrupted)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides as KEY VALUE pairs, after the options")
     return parser
@@ -402,7 +403,7 @@ def main(args):
         raise ConfigError("--group picks images by their labels as registered; leave out --dataloader")
     cfg = load_cfg(args) if args.config_file else None
     names = datasets_to_browse(args, cfg)
-    if dataloader and args.dataset:
+    if dataloader:  # the loader reads DATASETS.TRAIN: the sets named here (--dataset, --source test)
         cfg.DATASETS.TRAIN = tuple(names)
     metadatas = [check_dataset(name) for name in names]  # one line for an unknown or incomplete set
     sem_seg = is_sem_seg_dataset(names[0])
