@@ -119,6 +119,15 @@ def test_dataloader_draws_what_the_trainer_loads_with_detectron2s_command_line(d
     assert len(glob.glob(str(tmp_path / "dataloader_*.png"))) == 3
 
 
+def test_a_configs_test_split(datasets_root, tmp_path, capsys):
+    status, out, err = browse(capsys, "--config-file", os.path.join(REPO, "configs/synthetic/blv_deeplab.yaml"),
+                              "--source", "test", "--num-images", 1, "--top", 1, "--bottom", 0, "--workers", 1,
+                              "--output-dir", tmp_path)
+    assert status == 0, err
+    assert out.startswith("synthetic_ade_sem_seg_val: 19 classes, 8 images") and len(histogram_rows(out)) == 1
+    assert "training uses the training split's" in out and len(os.listdir(tmp_path)) == 1
+
+
 def test_a_dataset_registered_by_its_own_code_is_browsed_by_its_metadata(datasets_root, tmp_path, capsys):
     """No dataset name is special: a set registered here (as a register_<family>.py would) works,
     and its missing image is one line naming the file."""
@@ -184,7 +193,7 @@ def test_detectron2s_own_visualize_data_runs_on_our_config(datasets_root, tmp_pa
     """Detectron2's tools/visualize_data.py (main's, read from the test-only source archive) stops on
     our config keys by itself, and runs unchanged through --detectron2-script."""
     with tarfile.open(_detectron2_main_source()) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("/tools/visualize_data.py"))
+        member = next(m for m in tar if m.name.endswith("/tools/visualize_data.py"))
         script = tmp_path / "visualize_data.py"
         script.write_bytes(tar.extractfile(member).read())
     config = "configs/synthetic/deeplab_v3_plus.yaml"

@@ -437,7 +437,9 @@ def main(args):
         else:
             write_png(drawing, os.path.join(args.output_dir, name))
         written += 1
-    if not args.show:
+    if not written and args.group:
+        print(f"no image of {', '.join(names)} holds a {args.group} class: nothing drawn")
+    elif not args.show:
         what = "the trainer's data loader" if dataloader else "the labels as registered"
         print(f"wrote {written} image(s) of {', '.join(names)} to {args.output_dir}/ ({what})")
 
