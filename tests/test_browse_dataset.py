@@ -154,9 +154,12 @@ def test_a_dataset_registered_by_its_own_code_is_browsed_by_its_metadata(dataset
 
 @pytest.mark.parametrize("args, says", [
     (["--dataset", "no_such_dataset_train"], "'no_such_dataset_train' is not registered"),
-    (["--config-file", os.path.join(REPO, "configs/synthetic/deeplab_v3_plus.yaml"), "MODEL.NO_SUCH_KEY", "1"], "MODEL.NO_SUCH_KEY"),
+    (["--config-file", os.path.join(REPO, "configs/synthetic/deeplab_v3_plus.yaml"), "MODEL.NO_SUCH_KEY", "1"],
+     "MODEL.NO_SUCH_KEY"),
     (["--config-file", "configs/no_such.yaml"], "configs/no_such.yaml"),
     (["--dataset", "synthetic_ade_sem_seg_val", "--dataloader"], "pass --config-file"),
+    (["--config-file", os.path.join(REPO, "configs/synthetic/deeplab_v3_plus.yaml"), "--dataloader",
+      "--num-images", "-1"], "never ends"),
     (["--dataset", "synthetic_ade_sem_seg_val", "--detectron2-script", "no_such/visualize_data.py"],
      "no_such/visualize_data.py"),
 ])

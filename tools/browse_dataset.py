@@ -35,6 +35,7 @@ import longtailseg  # noqa: F401  (compatibility checks, dataset registration)
 from compute_class_stats import summary_table  # the table tools/compute_class_stats.py prints
 from detectron2.data import detection_utils as utils
 from detectron2.data.catalog import Metadata
+from detectron2.structures import BoxMode
 from detectron2.utils.visualizer import ColorMode, Visualizer
 from longtailseg.data.class_counting import compute_class_stats
 from longtailseg.data.datasets import check_dataset, get_dataset_dicts_checked, is_sem_seg_dataset
@@ -261,7 +262,7 @@ def draw(image_rgb, record, metadata, scale, legend):
     return np.asarray(panel)
 
 
-def annotation_records(dicts, metadata, sem_seg):
+def annotation_records(dicts, sem_seg):
     """Records to draw from the dataset dicts as registered (no augmentation)."""
     for d in dicts:
         record = {"file_name": d["file_name"], "image": read_image_rgb(d["file_name"])}
@@ -269,8 +270,6 @@ def annotation_records(dicts, metadata, sem_seg):
             record["sem_seg"] = read_label(d["sem_seg_file_name"])  # palette indices, as training reads them
         else:
             annotations = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
-            from detectron2.structures import BoxMode
-
             record["classes"] = [a["category_id"] for a in annotations]
             record["boxes"] = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations]
             record["masks"] = [a["segmentation"] for a in annotations if "segmentation" in a] or None
@@ -399,6 +398,8 @@ def main(args):
     dataloader = args.dataloader or args.source == "dataloader"
     if dataloader and not args.config_file:
         raise ConfigError("--dataloader draws the trainer's data loader of a config: pass --config-file")
+    if dataloader and args.num_images < 0:
+        raise ConfigError("the trainer's data loader never ends: give --dataloader a number of images (--num-images N)")
     if dataloader and args.group:
         raise ConfigError("--group picks images by their labels as registered; leave out --dataloader")
     cfg = load_cfg(args) if args.config_file else None
@@ -425,7 +426,7 @@ def main(args):
         records = dataloader_records(cfg, args.num_images)
     else:
         dicts = list(chain.from_iterable(get_dataset_dicts_checked(name) for name in names))
-        records = annotation_records(choose(dicts, args, stats.get(names[0]), sem_seg), metadata, sem_seg)
+        records = annotation_records(choose(dicts, args, stats.get(names[0]), sem_seg), sem_seg)
     used, written = set(), 0
     for index, record in enumerate(records):
         scale = args.scale or max(1.0, _MIN_SHORT_SIDE / min(record["image"].shape[:2]))
