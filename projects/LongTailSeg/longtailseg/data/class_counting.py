@@ -51,14 +51,16 @@ def _require_train_split(dataset_name):
         )
 
 
-def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=True):
-    """Pixels per class over the split's label files, in ``num_workers`` processes.
+def count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers=2, progress=True, any_split=False):
+    """Pixels per class over the split's label files, in ``num_workers`` processes (a training
+    split only, unless ``any_split``: a histogram to look at, never statistics to train with).
 
     Groups use each class's share of all label pixels, ignored ones included, which is what
     ADE20K's published Ratio column measures (``class_stats.split_by_ratio``); ``counts`` and the
     frequencies that the methods use are labelled pixels only.
     """
-    _require_train_split(dataset_name)
+    if not any_split:
+        _require_train_split(dataset_name)
     dicts = get_dataset_dicts_checked(dataset_name)
     metadata = MetadataCatalog.get(dataset_name)
     names = list(metadata.stuff_classes)
@@ -141,9 +143,10 @@ def classes_per_image(dicts, num_classes, ignore_label, stats=None, num_workers=
     return [_present_classes(job) for job in jobs]
 
 
-def count_lvis(dataset_name, progress=True):
+def count_lvis(dataset_name, progress=True, any_split=False):
     """Instances and images per category; groups from the json's own r / c / f field."""
-    _require_train_split(dataset_name)
+    if not any_split:
+        _require_train_split(dataset_name)
     dicts = get_dataset_dicts_checked(dataset_name)
     metadata = check_dataset(dataset_name)
     categories = check_lvis_frequencies(dataset_name)  # one line if a frequency is missing
@@ -198,14 +201,15 @@ def stats_from_ade20k_object_info(dataset_name, path, head_ratio, tail_ratio):
 
 def compute_class_stats(dataset_name, head_ratio=cs.DEFAULT_HEAD_RATIO,
                         tail_ratio=cs.DEFAULT_TAIL_RATIO, num_workers=2, object_info=None,
-                        progress=True):
-    """Class statistics of a registered training split (sem-seg pixels or LVIS instances)."""
+                        progress=True, any_split=False):
+    """Class statistics of a registered training split (sem-seg pixels or LVIS instances);
+    ``any_split`` also counts a validation or test split (``tools/browse_dataset.py``'s histogram)."""
     if object_info:
         return stats_from_ade20k_object_info(dataset_name, object_info, head_ratio, tail_ratio)
     metadata = check_dataset(dataset_name)  # one line if unregistered or its metadata falls short
     if metadata.evaluator_type == "lvis":
-        return count_lvis(dataset_name, progress)
-    return count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers, progress)
+        return count_lvis(dataset_name, progress, any_split)
+    return count_sem_seg(dataset_name, head_ratio, tail_ratio, num_workers, progress, any_split)
 
 
 def dataset_class_names(dataset_name):
