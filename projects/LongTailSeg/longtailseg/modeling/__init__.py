@@ -1,4 +1,5 @@
-"""Detectron2 adapters: registered semantic-segmentation heads, RPN and ROI heads."""
+"""Detectron2 adapters: registered backbones, semantic-segmentation heads, RPN and ROI heads."""
+from . import mit  # noqa: F401  (registers build_mit_backbone)
 from . import proposal_generator  # noqa: F401
 from . import roi_heads  # noqa: F401
 from . import sem_seg  # noqa: F401

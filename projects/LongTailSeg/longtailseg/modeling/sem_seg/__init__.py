@@ -2,3 +2,4 @@
 from .deeplab import LongTailDeepLabV3PlusHead  # noqa: F401
 from .decode_heads import LongTailFCNHead, LongTailOCRHead, LongTailPSPHead  # noqa: F401
 from .medoe import MEDOEHead  # noqa: F401
+from .segformer import LongTailSegFormerHead  # noqa: F401
