@@ -22,6 +22,19 @@ from longtailseg.modeling.mit import (
 )
 
 SEGFORMER = "synthetic/segformer.yaml"
+
+
+def convert_tool():
+    """tools/convert_mit_weights.py as a module (its ``main`` run in this process: no start-up)."""
+    import importlib.util
+    import os
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("convert_mit_weights", os.path.join(REPO, "tools", "convert_mit_weights.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 TINY_MIT = dict(embed_dims=(8, 16, 40, 64), depths=(1, 2, 1, 1), num_heads=(1, 2, 5, 8))
 TINY_MIT_OPTS = ["MODEL.MIT.EMBED_DIMS", "[8, 16, 40, 64]", "MODEL.MIT.DEPTHS", "[1, 2, 1, 1]"]
 
@@ -164,13 +177,14 @@ def test_segformer_trains_evaluates_and_disalign_stage2_starts_from_it(datasets_
 
 # ---------------------------------------------------------------------------- published weights
 
-def test_nvlabs_weights_convert_and_load_through_model_weights(datasets_root, tmp_path):
+def test_nvlabs_weights_convert_and_load_through_model_weights(datasets_root, tmp_path, capsys):
     """A file in the NVlabs release's format, converted by the tool, is loaded by MODEL.WEIGHTS:
     every encoder tensor arrives, the ImageNet head is dropped."""
     published = nvlabs_file()
     torch.save(published, tmp_path / "mit_tiny.pth")
-    proc = run_tool("convert_mit_weights.py", tmp_path / "mit_tiny.pth", tmp_path / "converted.pth")
-    assert "nvlabs format" in proc.stdout and "custom shape" in proc.stdout
+    assert convert_tool().main([str(tmp_path / "mit_tiny.pth"), str(tmp_path / "converted.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "nvlabs format" in out and "custom shape" in out
     cfg = tiny_cfg(SEGFORMER, tmp_path, *TINY_MIT_OPTS, "MODEL.WEIGHTS", tmp_path / "converted.pth")
     from longtailseg.engine import build_model as build_with_weights
 
@@ -181,17 +195,19 @@ def test_nvlabs_weights_convert_and_load_through_model_weights(datasets_root, tm
         assert torch.equal(v, published[k]), k
 
 
-def test_the_variant_of_a_published_file_is_named(tmp_path):
+def test_the_variant_of_a_published_file_is_named(tmp_path, capsys):
     arch = MIT_VARIANTS["mit_b0"]
     published = nvlabs_file(embed_dims=arch["embed_dims"], depths=arch["depths"], num_heads=(1, 2, 5, 8))
     assert check_mit_weights(convert_mit_state_dict(published)) == "mit_b0"
     torch.save({"state_dict": published}, tmp_path / "mit_b0.pth")  # mmcv's container
-    proc = run_tool("convert_mit_weights.py", tmp_path / "mit_b0.pth", tmp_path / "out.pth")
-    assert "MODEL.MIT.VARIANT mit_b0" in proc.stdout
+    tool = convert_tool()
+    assert tool.main([str(tmp_path / "mit_b0.pth"), str(tmp_path / "out.pth")]) == 0
+    assert "MODEL.MIT.VARIANT mit_b0" in capsys.readouterr().out
     del published["block3.1.mlp.fc2.bias"]
     torch.save(published, tmp_path / "cut.pth")
-    proc = run_tool("convert_mit_weights.py", tmp_path / "cut.pth", tmp_path / "cut_out.pth", check=False)
-    assert proc.returncode == 2 and "block3.1.mlp.fc2.bias" in proc.stderr
+    assert tool.main([str(tmp_path / "cut.pth"), str(tmp_path / "cut_out.pth")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "block3.1.mlp.fc2.bias" in error and len(error.splitlines()) == 1
     assert not (tmp_path / "cut_out.pth").exists()
 
 
@@ -289,3 +305,38 @@ def test_mmseg_weights_round_trip():
     assert set(converted) == set(expected)
     for k, v in expected.items():
         assert torch.equal(converted[k], v), k
+
+
+def test_medoe_on_segformer_stage1_then_moe_on_the_frozen_mit(datasets_root, tmp_path):
+    """SegFormer heads as MEDOE's experts; stage 2 from the stage-1 weights trains only the
+    decision-maker with AdamW, the MiT frozen with its stochastic depth off (as at test time)."""
+    from longtailseg.engine import Trainer
+    from longtailseg.engine import build_model as build_with_weights
+
+    medoe = ["MODEL.SEM_SEG_HEAD.NAME", "MEDOEHead", "MODEL.MEDOE.EXPERT_HEAD", "LongTailSegFormerHead",
+             "MODEL.MEDOE.EXPERT_CHANNELS", 16]
+    torch.manual_seed(0)
+    stage1 = build_model(tiny_cfg(SEGFORMER, tmp_path, *medoe))
+    assert [e.fuse.out_channels for e in stage1.sem_seg_head.experts] == [64, 16, 16]
+    stage1.train()
+    losses = stage1(random_batch())
+    assert {f"loss_sem_seg_expert{k}" for k in (1, 2, 3)} <= set(losses)
+    DetectionCheckpointer(stage1, str(tmp_path)).save("stage1")
+
+    cfg = tiny_cfg(SEGFORMER, tmp_path / "moe", *medoe, "MODEL.MEDOE.ENSEMBLE", "MOE",
+                   "MODEL.WEIGHTS", tmp_path / "stage1.pth", "SOLVER.WARMUP_ITERS", 0)
+    model = build_with_weights(cfg, weights="stage1")
+    assert not any("DropPath" in type(m).__name__ for m in model.backbone.modules())
+    optimizer = Trainer.build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == \
+           {id(p) for p in model.sem_seg_head.decision_maker.parameters()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    for seed in range(2):
+        loss = sum(model(random_batch(seed=seed)).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("sem_seg_head.decision_maker.") for k in changed), changed
