@@ -226,7 +226,7 @@ HF_V5_TO_V4 = [
 ]
 
 
-def test_huggingface_weights_give_the_outputs_of_transformers_segformer(tmp_path):
+def test_huggingface_weights_give_the_outputs_of_transformers_segformer(tmp_path, capsys):
     """nvidia/mit-b* in transformers 4's (published) and 5's names: converted, our MiT computes
     what transformers' SegformerModel computes with the same tensors."""
     transformers = pytest.importorskip("transformers")
@@ -250,6 +250,11 @@ def test_huggingface_weights_give_the_outputs_of_transformers_segformer(tmp_path
     save_file({k: v.contiguous() for k, v in v4.items()}, str(folder / "model.safetensors"))
     reloaded = transformers.SegformerForImageClassification.from_pretrained(folder).state_dict()
     assert all(torch.equal(reloaded[k], v5[k]) for k in v5)
+    # The tool reads the published .safetensors file.
+    assert convert_tool().main([str(folder / "model.safetensors"), str(tmp_path / "converted.pth")]) == 0
+    assert "huggingface format" in capsys.readouterr().out
+    converted = torch.load(tmp_path / "converted.pth")["model"]
+    assert set(converted) == {"backbone.mit." + k for k in convert_mit_state_dict(v4)}
 
     backbone = MiTBackbone(3, **TINY_MIT, drop_path_rate=0.0).eval()
     image = torch.randn(2, 3, 64, 96)
