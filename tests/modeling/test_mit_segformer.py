@@ -200,6 +200,10 @@ def test_the_variant_of_a_published_file_is_named(tmp_path, capsys):
     arch = MIT_VARIANTS["mit_b0"]
     published = nvlabs_file(embed_dims=arch["embed_dims"], depths=arch["depths"], num_heads=(1, 2, 5, 8))
     assert check_mit_weights(convert_mit_state_dict(published)) == "mit_b0"
+    # A whole NVlabs SegFormer (encoder under backbone., its decode head) gives the same encoder.
+    segmentor = {"state_dict": {**{"backbone." + k: v for k, v in published.items() if not k.startswith("head.")},
+                                "decode_head.linear_pred.weight": torch.zeros(150, 256, 1, 1)}}
+    assert convert_mit_state_dict(segmentor).keys() == convert_mit_state_dict(published).keys()
     torch.save({"state_dict": published}, tmp_path / "mit_b0.pth")  # mmcv's container
     tool = convert_tool()
     assert tool.main([str(tmp_path / "mit_b0.pth"), str(tmp_path / "out.pth")]) == 0

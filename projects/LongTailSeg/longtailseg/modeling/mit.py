@@ -145,12 +145,13 @@ _MMSEG_FFN = {"ffn.layers.0.": "mlp.fc1.", "ffn.layers.1.": "mlp.dwconv.dwconv."
 
 def checkpoint_tensors(checkpoint):
     """The tensor dict of a loaded file: Detectron2's ``model``, mmseg/mmcv's ``state_dict``, or
-    the dict itself; an mmseg segmentor's ``backbone.`` prefix removed."""
+    the dict itself; of a whole segmentor (NVlabs' or mmseg's SegFormer: ``backbone.*`` and
+    ``decode_head.*``) the encoder's tensors, ``backbone.`` removed."""
     for key in ("model", "state_dict"):
         if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
             checkpoint = checkpoint[key]
     tensors = {k: v for k, v in checkpoint.items() if torch.is_tensor(v)}
-    if any(k.startswith("backbone.layers.") for k in tensors):
+    if any(k.startswith("backbone.") for k in tensors):
         tensors = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
     return tensors
 
