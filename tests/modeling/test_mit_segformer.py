@@ -68,6 +68,17 @@ def test_every_variant_has_the_published_size(variant):
     assert mit_architecture_of(backbone.mit.state_dict()) == (variant, arch["embed_dims"], arch["depths"])
 
 
+def test_ade20k_segformer_b3_has_the_published_size():
+    """MiT-B3 + the 768-channel all-MLP head on 150 classes: SegFormer-B3's 47.3M parameters
+    (as SegFormer's ADE20K comparison prints it)."""
+    from longtailseg import model_zoo
+
+    cfg = model_zoo.get_config("ade20k/segformer_mit_b3.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - 47.3) < 0.1
+
+
 def test_backbone_outputs_match_its_strides_and_config_errors(datasets_root, tmp_path):
     cfg = tiny_cfg(SEGFORMER, tmp_path, *TINY_MIT_OPTS)
     backbone = build_model(cfg).backbone
