@@ -375,3 +375,20 @@ def test_missing_imagenet_weights_are_named_before_any_work(tmp_path):
     (tmp_path / "pretrained").mkdir()
     torch.save(mit_weights_for_detectron2(nvlabs_file()), cfg.MODEL.WEIGHTS)
     assert ensure_weights_available(cfg) is None  # a local file: nothing to download
+
+
+def test_fused_attention_computes_smps_attention():
+    from segmentation_models_pytorch.encoders.mix_transformer import Attention
+
+    torch.manual_seed(0)
+    backbone = MiTBackbone(3, **TINY_MIT, drop_path_rate=0.0).eval()
+    assert all(type(m).__name__ == "EfficientAttention" for m in backbone.modules() if isinstance(m, Attention))
+    image = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fused = backbone(image)
+        for m in backbone.modules():
+            if isinstance(m, Attention):
+                m.__class__ = Attention  # smp's explicit softmax(q k^T) v
+        explicit = backbone(image)
+    for name in fused:
+        torch.testing.assert_close(fused[name], explicit[name], rtol=1e-5, atol=1e-5)
