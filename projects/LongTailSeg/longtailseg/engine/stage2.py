@@ -11,7 +11,6 @@ test time.
 import logging
 import os
 
-from timm.layers import DropPath
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
@@ -33,6 +32,8 @@ def freeze_all_but(model, trainable_prefixes):
     for module in model.modules():
         if isinstance(module, FrozenBatchNorm2d) and getattr(module, "num_batches_tracked", None) is None:
             module.register_load_state_dict_pre_hook(_drop_num_batches_tracked)
+    from timm.layers import DropPath  # here: importing timm costs every tool's start 1-2 s
+
     frozen_dropouts = [name for name, module in model.named_modules()
                        if isinstance(module, (_DropoutNd, DropPath))
                        and not any(f"{name}.".startswith(prefix) for prefix in trainable_prefixes)]

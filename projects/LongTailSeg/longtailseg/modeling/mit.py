@@ -26,7 +26,7 @@ backbone's (``tools/convert_mit_weights.py`` writes a file MODEL.WEIGHTS can nam
 """
 import re
 from collections import OrderedDict
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 
@@ -75,10 +75,12 @@ def mit_architecture(mit_cfg):
     return embed_dims, depths, num_heads
 
 
+@lru_cache(maxsize=None)
 def _efficient_attention_class():
     """smp's MiT attention computing softmax(q k^T * scale) v with
     ``F.scaled_dot_product_attention`` (fused kernels; on GPU no (N, N / R^2) matrix is kept)
-    instead of explicit matrices: the same function, its parameters and names unchanged."""
+    instead of explicit matrices: the same function, its parameters and names unchanged. Made on
+    first use (one class), as importing segmentation-models-pytorch takes seconds."""
     import torch.nn.functional as F
     from segmentation_models_pytorch.encoders.mix_transformer import Attention
 
