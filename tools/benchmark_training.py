@@ -49,6 +49,7 @@ import longtailseg  # noqa: F401  (registers datasets, heads and evaluators)
 from longtailseg.engine import class_stats_needed, load_config, stage2
 from longtailseg.engine.analysis import count_inference_flops
 from longtailseg.engine.defaults import build_model_and_count
+from longtailseg.engine.optimizer import build_optimizer  # SOLVER.OPTIMIZER, as the Trainer
 from longtailseg.modeling.extension_points import model_needs_class_stats
 from longtailseg.engine.timing import peak_rss_bytes, reset_peak_rss, round_robin_times
 from longtailseg.errors import LongTailSegError, one_line
@@ -56,7 +57,6 @@ from longtailseg.io import write_json_atomically
 from longtailseg.longtail import class_stats as cs
 
 from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
-from detectron2.solver import build_optimizer
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 

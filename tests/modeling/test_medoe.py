@@ -21,6 +21,7 @@ EXPERT_CONFIGS = {
     "LongTailFCNHead": "synthetic/fcn.yaml",
     "LongTailPSPHead": "synthetic/pspnet.yaml",
     "LongTailOCRHead": "synthetic/ocrnet.yaml",
+    "LongTailSegFormerHead": "synthetic/segformer.yaml",
 }
 
 

@@ -222,6 +222,32 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.SMP_ENCODER.NAME = "resnet34"
     cfg.MODEL.SMP_ENCODER.DEPTH = 5
 
+    # MiT-B0 ... B5, SegFormer's Mix Transformer encoder (longtailseg/modeling/mit.py), selected by
+    # MODEL.BACKBONE.NAME: "build_mit_backbone". Its stages are res2 ... res5 (strides 4 ... 32).
+    # ImageNet weights: convert the published file with tools/convert_mit_weights.py and name
+    # the result in MODEL.WEIGHTS.
+    cfg.MODEL.MIT = CN()
+    # One of mit_b0, mit_b1, mit_b2, mit_b3, mit_b4, mit_b5 (the published encoders' widths and depths).
+    cfg.MODEL.MIT.VARIANT = "mit_b3"
+    # Per-stage channels, blocks and attention heads (four each); [] = the variant's. For tiny
+    # test models; the published weights fit only the variant's values.
+    cfg.MODEL.MIT.EMBED_DIMS = []
+    cfg.MODEL.MIT.DEPTHS = []
+    cfg.MODEL.MIT.NUM_HEADS = []
+    # Stochastic depth: drop-path rate rising linearly over the blocks to this (SegFormer: 0.1).
+    cfg.MODEL.MIT.DROP_PATH_RATE = 0.1
+    # The stages the backbone returns.
+    cfg.MODEL.MIT.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+
+    # The optimizer (longtailseg/engine/optimizer.py): "SGD" (Detectron2's, with SOLVER.MOMENTUM
+    # and NESTEROV) or "ADAMW" (torch.optim.AdamW, betas (0.9, 0.999): SegFormer's and MEDOE's
+    # transformer recipe). Both decay every weight by SOLVER.WEIGHT_DECAY but normalisation
+    # layers' (SOLVER.WEIGHT_DECAY_NORM, 0 by default). Detectron2 projects name this key so.
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    # Learning rate of every parameter outside model.backbone (decode head, MEDOE experts):
+    # SOLVER.BASE_LR x this; the schedule scales it as the base rate. SegFormer: 10.
+    cfg.SOLVER.HEAD_LR_MULTIPLIER = 1.0
+
     # DistributedDataParallel(find_unused_parameters=...): True for models whose forward leaves
     # parameters without gradient (frozen stage 2, experts that skip a batch).
     cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS = False

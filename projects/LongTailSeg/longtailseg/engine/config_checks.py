@@ -8,6 +8,7 @@ import sys
 
 from ..errors import ConfigError
 from .mixed_precision import amp_precision
+from .optimizer import check_optimizer_config
 
 
 def check_run_config(cfg, world_size, eval_only=False):
@@ -21,6 +22,7 @@ def check_run_config(cfg, world_size, eval_only=False):
     if eval_only:
         return
     solver = cfg.SOLVER
+    check_optimizer_config(cfg)
     if solver.MAX_ITER < 1:
         raise ConfigError(f"SOLVER.MAX_ITER is {solver.MAX_ITER}; set it to the number of iterations to "
                           "train (>= 1), or pass --eval-only to evaluate MODEL.WEIGHTS without training")

@@ -4,8 +4,9 @@ Freezing makes the stage-1 part behave as in evaluation, in this one place for e
 no gradient for its parameters; every BatchNorm (SyncBN, naiveSyncBN) becomes Detectron2's
 FrozenBatchNorm2d, which normalises with the stage-1 running statistics (the DisAlign authors'
 segmentation code left BatchNorm in training mode, so its statistics kept moving); and every
-dropout outside the trained modules becomes the identity, as in evaluation, so the trained
-parameters see the features the model will have at test time.
+dropout outside the trained modules (stochastic depth too: timm's DropPath, in MiT) becomes the
+identity, as in evaluation, so the trained parameters see the features the model will have at
+test time.
 """
 import logging
 import os
@@ -31,8 +32,10 @@ def freeze_all_but(model, trainable_prefixes):
     for module in model.modules():
         if isinstance(module, FrozenBatchNorm2d) and getattr(module, "num_batches_tracked", None) is None:
             module.register_load_state_dict_pre_hook(_drop_num_batches_tracked)
+    from timm.layers import DropPath  # here: importing timm costs every tool's start 1-2 s
+
     frozen_dropouts = [name for name, module in model.named_modules()
-                       if isinstance(module, _DropoutNd)
+                       if isinstance(module, (_DropoutNd, DropPath))
                        and not any(f"{name}.".startswith(prefix) for prefix in trainable_prefixes)]
     for name in frozen_dropouts:
         parent_name, _, child_name = name.rpartition(".")

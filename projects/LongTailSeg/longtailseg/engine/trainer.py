@@ -21,6 +21,7 @@ from .defaults import build_model, setup_logging, with_class_stats
 from .hooks import LossIterationHook, RandomStateHook
 from .launch import ddp_arguments
 from .mixed_precision import MixedPrecisionTrainer, amp_precision
+from .optimizer import build_optimizer
 from .stops import StopHook, handling_stops
 
 # What a scheduler's state dict holds besides progress is its schedule, which the config gives.
@@ -167,6 +168,12 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # SOLVER.OPTIMIZER (SGD or AdamW) and SOLVER.HEAD_LR_MULTIPLIER; Detectron2's SGD as before
+        # with the defaults.
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

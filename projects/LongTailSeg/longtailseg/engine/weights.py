@@ -1,4 +1,5 @@
-"""MODEL.WEIGHTS given as a URL: fetched before any work, with a one-line error offline."""
+"""MODEL.WEIGHTS given as a URL: fetched before any work, with a one-line error offline; a local
+file that does not exist is named before any work too."""
 import os
 from urllib.parse import urlparse
 
@@ -21,12 +22,20 @@ def download_cache_path(url):
 
 def ensure_weights_available(cfg, resuming=False):
     """Download a MODEL.WEIGHTS URL now (kept in Detectron2's cache), so an offline machine gets
-    one line saying which file to put where, not a traceback from the checkpointer; returns the
-    local path, or None when MODEL.WEIGHTS is not a URL or a resumed run will not read it."""
+    one line saying which file to put where, not a traceback from the checkpointer; a local
+    MODEL.WEIGHTS that does not exist is refused in one line. Returns the local path of a URL, or
+    None when MODEL.WEIGHTS is not a URL or a resumed run will not read it."""
     weights = cfg.MODEL.WEIGHTS
-    if "://" not in weights:
-        return None
     if resuming and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        return None
+    if "://" not in weights:
+        if weights and not os.path.isfile(weights):
+            # Detectron2 would stop at its first load with an assertion; the configs whose
+            # ImageNet weights are a local file (MiT) say in a comment how to make it.
+            raise ConfigError(
+                f"MODEL.WEIGHTS {weights} does not exist; point it at an existing checkpoint, set it "
+                "to \"\" to start from random weights, or make the file (the SegFormer configs' "
+                f"ImageNet MiT: python tools/convert_mit_weights.py <published mit_b*.pth> {weights})")
         return None
     from detectron2.utils.file_io import PathManager
 

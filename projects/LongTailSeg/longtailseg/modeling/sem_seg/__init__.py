@@ -5,3 +5,4 @@ from .medoe import MEDOEHead  # noqa: F401
 from .model_ensemble import SemSegModelEnsemble  # noqa: F401
 from .segnet import LongTailSegNetHead  # noqa: F401
 from .unet import LongTailAttentionUNetHead, LongTailUNetHead, LongTailUNetPlusPlusHead  # noqa: F401
+from .segformer import LongTailSegFormerHead  # noqa: F401
