@@ -36,7 +36,9 @@ HEADER = ("| config | train s/iter | inference s/image | train memory (MiB) | pa
 
 def machine():
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
-    return f"{device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{device}, {torch.get_num_threads()} thread(s), torch {torch.__version__}, "
+            f"load average {load:.1f} when the table was written")
 
 
 def measure(config, size, batch, iters, opts):
