@@ -191,6 +191,19 @@ def add_longtailseg_config(cfg):
     if not hasattr(cfg.DATALOADER, "REPEAT_SQRT"):
         # RepeatFactorTrainingSampler: repeat factor max(1, sqrt(t / f)) if True, else max(1, t / f).
         cfg.DATALOADER.REPEAT_SQRT = True
+    # Detectron2 main's other keys that v0.6 lacks, with main's defaults, so that a config.yaml
+    # dumped on main loads on v0.6; v0.6 has nothing that reads them, and a value other than the
+    # default is refused there (config/detectron2_main.py).
+    if not hasattr(cfg.SOLVER, "NUM_DECAYS"):
+        # Main: the end learning rate of WarmupCosineLR.
+        cfg.SOLVER.BASE_LR_END = 0.0
+        # Main: the number of decays of WarmupStepWithFixedGammaLR.
+        cfg.SOLVER.NUM_DECAYS = 3
+        # Main: rescale the schedule's interval after the warm-up.
+        cfg.SOLVER.RESCALE_INTERVAL = False
+    if not hasattr(cfg, "FLOAT32_PRECISION"):
+        # Main: PyTorch's float32 matmul / cuDNN precision ("" = PyTorch's default).
+        cfg.FLOAT32_PRECISION = ""
 
     # ---- The run folder (longtailseg/engine/run_folder.py) ----
     cfg.RUN = CN()
