@@ -166,8 +166,7 @@ results-lvis-profile: data-lvis-profile
 	$(foreach run,mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_eqlv2,$(call train_seeds,$(LVIS_PROFILE_CFG)/$(run).yaml,$(LVIS_PROFILE_OUT)/$(run)))
 	$(call train_seeds,$(LVIS_PROFILE_CFG)/mask_rcnn_disalign.yaml,$(LVIS_PROFILE_OUT)/mask_rcnn_disalign,\
 	  MODEL.WEIGHTS $(LVIS_PROFILE_OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
-	$(call eval_seeds,$(LVIS_PROFILE_CFG)/mask_rcnn_norcal.yaml,$(LVIS_PROFILE_OUT)/mask_rcnn_norcal,\
-	  $(LVIS_PROFILE_OUT)/mask_rcnn_baseline)
+	$(call eval_seeds,$(LVIS_PROFILE_CFG)/mask_rcnn_norcal.yaml,$(LVIS_PROFILE_OUT)/mask_rcnn_norcal,$(LVIS_PROFILE_OUT)/mask_rcnn_baseline)
 	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix $(LVIS_PROFILE_OUT)/,\
 	  mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_eqlv2 mask_rcnn_disalign mask_rcnn_norcal)) \
 	  --names $(call seed_names,baseline cosine EQLv2 DisAlign NorCal)
