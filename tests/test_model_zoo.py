@@ -57,10 +57,10 @@ def test_unknown_config_is_a_config_error(path):
 
 
 def test_checkpoints_published_or_in_the_output_folder():
-    assert model_zoo.get_checkpoint_url("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml") == D2_URL
+    assert model_zoo.get_checkpoint_url("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml") == D2_URL
     assert (model_zoo.get_checkpoint_url("ade20k/disalign_deeplab.yaml")
             == "./output/ade20k/disalign_deeplab/model_final.pth")
-    cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml", trained=True)
+    cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml", trained=True)
     assert cfg.MODEL.WEIGHTS == D2_URL and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1230
     # the second stage on Detectron2's model starts from exactly the baseline entry's checkpoint
     assert model_zoo.get_config(ZOO_STAGE2).MODEL.WEIGHTS == D2_URL
@@ -162,7 +162,7 @@ def test_detectron2_lvis_v05_checkpoint_loads_into_stage2_with_only_calibration_
     cfg = model_zoo.get_config(ZOO_STAGE2)
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.LONG_TAIL.CLASS_STATS", _lvis_v05_stats(tmp_path / "s.json")])
     stage2 = prepare_stage2_model(build_model(cfg))
-    baseline_cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml")
+    baseline_cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml")
     baseline_cfg.MODEL.DEVICE = "cpu"
     baseline = build_model(baseline_cfg)
     for path in detectron2_checkpoints:
