@@ -41,7 +41,8 @@ LOSS_REGISTRY.__doc__ = """Classification losses, by the name MODEL.LONG_TAIL.LO
 A registered class takes ``(class_counts=None, ignore_index=255, **options)`` and declares, as
 :class:`ClassificationLoss` does with defaults (subclass it): ``needs_class_counts``,
 ``box_classifier_problem`` (why it must not train the K + 1-way box classifier; "" = it may),
-``options_from_config(loss_cfg)`` (its options from MODEL.LONG_TAIL.LOSS) and
+``sigmoid_scores`` (test-time box scores are sigmoids), ``needs_background_column`` (K + 1-way
+box classifiers only), ``options_from_config(loss_cfg)`` (its options from MODEL.LONG_TAIL.LOSS) and
 ``set_iteration(iteration)`` (what it does with the training iteration; the trainer calls it
 before every step). Nothing outside the class tests its name.
 """
