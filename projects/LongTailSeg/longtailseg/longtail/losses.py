@@ -113,8 +113,9 @@ class ClassificationLoss(nn.Module):
         raise NotImplementedError
 
     def check_num_classes(self, num_classes: int) -> None:
-        """Raise ValueError if the options cannot train on logits with ``num_classes`` columns
-        (none by default; PAT's constant can saturate)."""
+        """Told the classifier's column count once, when built: raise ValueError if the options
+        cannot train on logits with ``num_classes`` columns (none by default; PAT's constant can
+        saturate), or size per-class state (EQLv2's gradient sums)."""
 
     def forward(self, logits, targets, class_weights=None):
         rows, labels, valid = _valid_elements(logits, targets, self.ignore_index)
@@ -514,7 +515,9 @@ class EqualizationLossV2(SigmoidCrossEntropyLoss):
     weights of a step come from the gradients of the steps before it; before any gradient
     (the first step) they are 1, i.e. plain sigmoid CE. As in :class:`SigmoidCrossEntropyLoss` the
     background logit is not used (Detectron2 main's layout) and the loss is the sum over
-    foreground columns, mean over boxes. K + 1-way box classifiers only.
+    foreground columns, mean over boxes. K + 1-way box classifiers only. With several training
+    processes, DistributedDataParallel broadcasts process 0's buffers before each step, so the
+    statistics are those of process 0's boxes.
     """
 
     needs_background_column = True

@@ -26,14 +26,13 @@ against background and is refused with sigmoid scores, which have no background 
 against.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
 
 from ..config import class_stats_from_config, long_tail_needs_class_counts
 from ..errors import ClassStatsError, ConfigError
-import torch.nn.functional as F
-
 from ..longtail.calibration import DisAlignCalibration, generalized_reweighting, normalised_calibration
 from ..longtail.class_stats import positive_counts
 from ..longtail.losses import (LOSS_REGISTRY, SigmoidCrossEntropyLoss, build_loss, loss_class,
