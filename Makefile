@@ -63,6 +63,14 @@ for seed in $(SEEDS); do \
     SEED $$seed OUTPUT_DIR $(2)-seed$$seed $(3) || exit 1; \
 done;
 endef
+# $(call eval_seeds,CONFIG,RUN,TRAINED_RUN[,OPTS]): evaluate TRAINED_RUN-seed<n>'s final weights with
+# CONFIG into RUN-seed<n>, for each seed.
+define eval_seeds
+for seed in $(SEEDS); do \
+  $(TRAIN) $(1) --eval-only SEED $$seed OUTPUT_DIR $(2)-seed$$seed \
+    MODEL.WEIGHTS $(3)-seed$$seed/model_final.pth $(4) || exit 1; \
+done;
+endef
 # $(call seed_runs,RUN ...) and $(call seed_names,NAME ...): the runs' folders of every seed, and
 # each name once per seed, in the same order.
 seed_runs = $(foreach run,$(1),$(foreach seed,$(SEEDS),$(run)-seed$(seed)))
@@ -95,14 +103,6 @@ results-losses: data
 # untrained ensembles and the oracle on the stage-1 experts of the same seed; normal and uniform
 # test settings.
 ENSEMBLES := softmax_threshold argmax_confidence group_average
-# $(call eval_seeds,CONFIG,RUN,TRAINED_RUN[,OPTS]): evaluate TRAINED_RUN-seed<n>'s final weights with
-# CONFIG into RUN-seed<n>, for each seed.
-define eval_seeds
-for seed in $(SEEDS); do \
-  $(TRAIN) $(1) --eval-only SEED $$seed OUTPUT_DIR $(2)-seed$$seed \
-    MODEL.WEIGHTS $(3)-seed$$seed/model_final.pth $(4) || exit 1; \
-done;
-endef
 results-medoe: data
 	$(call train_seeds,configs/synthetic/deeplab_v3_plus.yaml,$(OUT)/deeplab_v3_plus,$(SHORT))
 	$(call train_seeds,configs/synthetic/medoe_deeplab.yaml,$(OUT)/medoe_deeplab,$(SHORT))
@@ -130,18 +130,20 @@ clean-demo:
 	rm -rf output/synthetic
 
 # Mask R-CNN with the long-tail ROI heads on the synthetic LVIS set: the baseline,
-# cosine and BLV (stage 1), DisAlign stage 2 on the baseline and on the cosine model, one table
-# (AP / APr / APc / APf of segm and bbox, seconds per training iteration and overhead).
+# cosine, BLV and EQLv2 (stage 1), DisAlign stage 2 on the baseline and on the cosine model,
+# NorCal (post-hoc, on the baseline's weights), one table (AP / APr / APc / APf of segm and bbox,
+# seconds per training iteration and overhead; NorCal has no training time).
 .PHONY: results-lvis
-LVIS_RUNS := baseline cosine blv disalign cosine_disalign
+LVIS_RUNS := baseline cosine blv eqlv2 disalign cosine_disalign norcal
 results-lvis: data
-	$(foreach run,baseline cosine blv,$(call train_seeds,configs/synthetic/mask_rcnn_$(run).yaml,$(OUT)/mask_rcnn_$(run)))
+	$(foreach run,baseline cosine blv eqlv2,$(call train_seeds,configs/synthetic/mask_rcnn_$(run).yaml,$(OUT)/mask_rcnn_$(run)))
 	$(call train_seeds,configs/synthetic/mask_rcnn_disalign.yaml,$(OUT)/mask_rcnn_disalign,\
 	  MODEL.WEIGHTS $(OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
 	$(call train_seeds,configs/synthetic/mask_rcnn_cosine_disalign.yaml,$(OUT)/mask_rcnn_cosine_disalign,\
 	  MODEL.WEIGHTS $(OUT)/mask_rcnn_cosine-seed$$seed/model_final.pth)
+	$(call eval_seeds,configs/synthetic/mask_rcnn_norcal.yaml,$(OUT)/mask_rcnn_norcal,$(OUT)/mask_rcnn_baseline)
 	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix $(OUT)/mask_rcnn_,$(LVIS_RUNS))) \
-	  --names $(call seed_names,baseline cosine BLV DisAlign cosine+DisAlign)
+	  --names $(call seed_names,baseline cosine BLV EQLv2 DisAlign cosine+DisAlign NorCal)
 
 # Method tables on the sets with the real data sets' class profiles (tools/make_synthetic_data.py
 # --profile ade20k / lvis_v1), over SEEDS like the tables above.
@@ -172,14 +174,16 @@ LVIS_PROFILE_OUT := output/synthetic_lvis_v1_profile
 data-lvis-profile: setup
 	test -f $(LVIS_PROFILE)/synthetic_classes.json || $(PY) tools/make_synthetic_data.py --root $(LVIS_PROFILE) --profile lvis_v1
 
-# Mask R-CNN baseline, cosine classifier and DisAlign (stage 2 on the baseline) on the LVIS v1
-# profile: AP, APr, APc, APf of segm and bbox.
+# Mask R-CNN baseline, cosine classifier, EQLv2, DisAlign (stage 2 on the baseline) and NorCal
+# (post-hoc, on the baseline's weights) on the LVIS v1 profile: AP, APr, APc, APf of segm and bbox.
 results-lvis-profile: data-lvis-profile
-	$(foreach run,mask_rcnn_baseline mask_rcnn_cosine,$(call train_seeds,$(LVIS_PROFILE_CFG)/$(run).yaml,$(LVIS_PROFILE_OUT)/$(run)))
+	$(foreach run,mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_eqlv2,$(call train_seeds,$(LVIS_PROFILE_CFG)/$(run).yaml,$(LVIS_PROFILE_OUT)/$(run)))
 	$(call train_seeds,$(LVIS_PROFILE_CFG)/mask_rcnn_disalign.yaml,$(LVIS_PROFILE_OUT)/mask_rcnn_disalign,\
 	  MODEL.WEIGHTS $(LVIS_PROFILE_OUT)/mask_rcnn_baseline-seed$$seed/model_final.pth)
+	$(call eval_seeds,$(LVIS_PROFILE_CFG)/mask_rcnn_norcal.yaml,$(LVIS_PROFILE_OUT)/mask_rcnn_norcal,$(LVIS_PROFILE_OUT)/mask_rcnn_baseline)
 	$(PY) tools/compare_lvis_results.py $(call seed_runs,$(addprefix $(LVIS_PROFILE_OUT)/,\
-	  mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_disalign)) --names $(call seed_names,baseline cosine DisAlign)
+	  mask_rcnn_baseline mask_rcnn_cosine mask_rcnn_eqlv2 mask_rcnn_disalign mask_rcnn_norcal)) \
+	  --names $(call seed_names,baseline cosine EQLv2 DisAlign NorCal)
 
 # PAT's tables (its Tables 1-2: every loss it compares) with U-Net and SegNet on the synthetic
 # sets in Oxford-IIIT Pet's and NYUv2's published formats (`make data-pat`: synthetic_oxford_pet_pat_*,

@@ -57,10 +57,10 @@ def test_unknown_config_is_a_config_error(path):
 
 
 def test_checkpoints_are_published_or_named_by_the_caller():
-    assert model_zoo.get_checkpoint_url("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml") == D2_URL
+    assert model_zoo.get_checkpoint_url("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml") == D2_URL
     with pytest.raises(ConfigError, match="no published checkpoint.*checkpoint='.../model_final.pth'"):
         model_zoo.get_checkpoint_url("ade20k/disalign_deeplab.yaml")
-    cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml", trained=True)
+    cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml", trained=True)
     assert cfg.MODEL.WEIGHTS == D2_URL and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1230
     cfg = model_zoo.get_config("ade20k/disalign_deeplab.yaml", trained=True, checkpoint="https://x/y.pth")
     assert cfg.MODEL.WEIGHTS == "https://x/y.pth"
@@ -182,7 +182,7 @@ def test_detectron2_lvis_v05_checkpoint_loads_into_stage2_with_only_calibration_
     cfg = model_zoo.get_config(ZOO_STAGE2)
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.LONG_TAIL.CLASS_STATS", _lvis_v05_stats(tmp_path / "s.json")])
     stage2 = prepare_stage2_model(build_model(cfg))
-    baseline_cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml")
+    baseline_cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml")
     baseline_cfg.MODEL.DEVICE = "cpu"
     baseline = build_model(baseline_cfg)
     for path in detectron2_checkpoints:

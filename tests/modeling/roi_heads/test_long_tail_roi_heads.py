@@ -319,5 +319,6 @@ def test_stage2_keeps_the_box_deltas_when_other_branches_train_on_predicted_boxe
                                                   "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "True")))
     model.train()
     with EventStorage(0):
-        losses = model(instance_batch(seed=3))
-    assert set(losses) == {"loss_cls", "loss_box_reg"}
+        losses = model(instance_batch(seed=3))  # the box deltas make the predicted boxes
+    # Their loss trains nothing (regression frozen, features without gradient): left out.
+    assert set(losses) == {"loss_cls"}

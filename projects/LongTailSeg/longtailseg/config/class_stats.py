@@ -7,14 +7,16 @@ from ..longtail.losses import loss_needs_class_counts
 
 
 def long_tail_needs_class_counts(cfg):
-    """True when MODEL.LONG_TAIL asks for class counts (BLV, GRW, or a loss that declares
-    ``needs_class_counts``)."""
+    """True when the long-tail policy asks for class counts (BLV, GRW, a loss that declares
+    ``needs_class_counts``; for boxes also the federated loss's image counts and NorCal)."""
     long_tail = cfg.MODEL.LONG_TAIL
     try:
         loss_counts = loss_needs_class_counts(long_tail.LOSS.NAME)
     except KeyError as e:
         raise ConfigError(f"MODEL.LONG_TAIL.LOSS.NAME: {e.args[0]}") from None
-    return long_tail.BLV.ENABLED or long_tail.GRW.ENABLED or loss_counts
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    box_counts = box_head.USE_FED_LOSS or box_head.NORCAL.ENABLED
+    return long_tail.BLV.ENABLED or long_tail.GRW.ENABLED or loss_counts or box_counts
 
 
 def class_stats_from_config(cfg):

@@ -51,6 +51,12 @@ def add_longtailseg_config(cfg):
     # factors (Wang et al. 2021); counts are the static class statistics.
     cfg.MODEL.LONG_TAIL.LOSS.SEESAW_P = 0.8
     cfg.MODEL.LONG_TAIL.LOSS.SEESAW_Q = 2.0
+    # EQLv2 (box classifier only; Tan et al. 2021, eqs. 5-7): the negative weight of class j is
+    # q_j = 1 / (1 + exp(-GAMMA (g_j - MU))), g_j its accumulated positive / negative gradient
+    # ratio, and the positive weight 1 + ALPHA (1 - q_j). Paper: 12, 0.8, 4.
+    cfg.MODEL.LONG_TAIL.LOSS.EQLV2_GAMMA = 12.0
+    cfg.MODEL.LONG_TAIL.LOSS.EQLV2_MU = 0.8
+    cfg.MODEL.LONG_TAIL.LOSS.EQLV2_ALPHA = 4.0
     # PAT: temperature tau of p = softmax(z / tau).
     cfg.MODEL.LONG_TAIL.LOSS.PAT_TAU = 1.0
     # PAT: the constant K of beta = exp(K (1 - p)) / 2; 0 = the number of classes (authors' code).
@@ -259,8 +265,8 @@ def add_longtailseg_config(cfg):
     # the run before training; True trains and evaluates on the complete pairs only.
     cfg.DATASETS.ALLOW_MISSING_FILES = False
 
-    # ---- LVIS instance segmentation: LongTailStandardROIHeads (MODEL.ROI_HEADS.NAME) ----
-    # Its box predictor reads MODEL.LONG_TAIL as well: BLV on the K foreground logits (instance
+    # ---- LVIS instance segmentation: LongTailStandardROIHeads, LongTailCascadeROIHeads ----
+    # Their box predictor (every cascade stage's) reads MODEL.LONG_TAIL as well: BLV on the K foreground logits (instance
     # counts), GRW over the K foreground classes (background weight 1; LVIS configs set RHO 0.8),
     # DisAlign calibration of the foreground logits (background passed through), LOSS.NAME.
     # Cosine box classifier: L2-normalised features and weight rows times a learnable scale,
@@ -269,6 +275,42 @@ def add_longtailseg_config(cfg):
     cfg.MODEL.ROI_BOX_HEAD.COSINE.ENABLED = False
     # Initial value of the learnable scale (authors: 20).
     cfg.MODEL.ROI_BOX_HEAD.COSINE.INIT_SCALE = 20.0
+    # NorCal (Pan et al. 2021), post-hoc, inference only: each foreground score divided by the
+    # class's training instance count to the power GAMMA, background kept, scores renormalised.
+    # Softmax scores only. The paper tunes GAMMA per model on validation data.
+    cfg.MODEL.ROI_BOX_HEAD.NORCAL = CN()
+    # Apply NorCal to the test-time box scores (every cascade stage's, before their mean).
+    cfg.MODEL.ROI_BOX_HEAD.NORCAL.ENABLED = False
+    # The power of the instance count (0 = no calibration).
+    cfg.MODEL.ROI_BOX_HEAD.NORCAL.GAMMA = 0.6
+    # Detectron2 main's keys of its LVIS recipe, added here for Detectron2 v0.6 (same names and
+    # defaults; a Detectron2 that has them keeps its own), so a config dumped with either loads
+    # with the other. LongTailStandardROIHeads and LongTailCascadeROIHeads read them on both.
+    if not hasattr(cfg.MODEL.ROI_BOX_HEAD, "USE_SIGMOID_CE"):
+        # Sigmoid cross-entropy: one binary CE per foreground class; boxes scored by sigmoids.
+        cfg.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False
+        # Federated loss (needs USE_SIGMOID_CE): only the batch's ground-truth classes and
+        # negative classes drawn by image count ^ FED_LOSS_FREQ_WEIGHT_POWER (image counts of
+        # MODEL.LONG_TAIL.CLASS_STATS), FED_LOSS_NUM_CLASSES in all.
+        cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False
+        cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER = 0.5
+        cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES = 50
+    if not hasattr(cfg.DATALOADER, "REPEAT_SQRT"):
+        # RepeatFactorTrainingSampler: repeat factor max(1, sqrt(t / f)) if True, else max(1, t / f).
+        cfg.DATALOADER.REPEAT_SQRT = True
+    # Detectron2 main's other keys that v0.6 lacks, with main's defaults, so that a config.yaml
+    # dumped on main loads on v0.6; v0.6 has nothing that reads them, and a value other than the
+    # default is refused there (config/detectron2_main.py).
+    if not hasattr(cfg.SOLVER, "NUM_DECAYS"):
+        # Main: the end learning rate of WarmupCosineLR.
+        cfg.SOLVER.BASE_LR_END = 0.0
+        # Main: the number of decays of WarmupStepWithFixedGammaLR.
+        cfg.SOLVER.NUM_DECAYS = 3
+        # Main: rescale the schedule's interval after the warm-up.
+        cfg.SOLVER.RESCALE_INTERVAL = False
+    if not hasattr(cfg, "FLOAT32_PRECISION"):
+        # Main: PyTorch's float32 matmul / cuDNN precision ("" = PyTorch's default).
+        cfg.FLOAT32_PRECISION = ""
 
     # ---- The run folder (longtailseg/engine/run_folder.py) ----
     cfg.RUN = CN()

@@ -160,6 +160,15 @@ def sem_seg_repeat_factors_of_config(cfg, dicts):
     return factors
 
 
+def repeat_factors_from_category_frequency(dicts, threshold, sqrt=True):
+    """LVIS's image repeat factors (Gupta et al. 2019, appendix B.2) by Detectron2's function,
+    with DATALOADER.REPEAT_SQRT on Detectron2 v0.6 too (whose function always takes the root):
+    max(1, t / f) = max(1, sqrt(t / f))^2 for every category, and an image's factor is the
+    largest of its categories', so the factors without the root are the squares."""
+    factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(dicts, threshold)
+    return factors if sqrt else factors ** 2
+
+
 def build_train_loader(cfg):
     """Detectron2's training loader; with ``DATALOADER.SAMPLER_TRAIN`` TrainingSampler or
     RepeatFactorTrainingSampler its data stream is a :class:`PositionedDataset` drawing the same
@@ -183,9 +192,11 @@ def build_train_loader(cfg):
     repeat_factors = None
     if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler" and sem_seg:
         repeat_factors = sem_seg_repeat_factors_of_config(cfg, dicts)
+        if not cfg.DATALOADER.REPEAT_SQRT:  # as for instances: the factors without the root
+            repeat_factors = repeat_factors ** 2
     elif cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
-        repeat_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
-            dicts, cfg.DATALOADER.REPEAT_THRESHOLD)
+        repeat_factors = repeat_factors_from_category_frequency(
+            dicts, cfg.DATALOADER.REPEAT_THRESHOLD, cfg.DATALOADER.REPEAT_SQRT)
     dataset = PositionedDataset(dicts, mapper, seed, repeat_factors=repeat_factors)
     sampler = PositionSampler()
     loader = build_detection_train_loader(  # mapper=None: the dataset maps

@@ -15,7 +15,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .. import data
-from ..config import add_longtailseg_config
+from ..config import add_longtailseg_config, check_detectron2_main_keys
 from ..data.datasets import is_sem_seg_dataset
 from ..data.preflight import check_data
 from ..errors import ConfigError
@@ -107,6 +107,7 @@ def setup(args, add_config=()):
     resolved path. ``add_config``: as for ``load_config``."""
     cfg = load_config(args.config_file, args.opts, freeze=False, add_config=add_config)
     check_run_config(cfg, comm.get_world_size(), eval_only=args.eval_only)  # schedule, batch split, loader
+    check_detectron2_main_keys(cfg)  # main's keys that this Detectron2 would ignore
     check_model_config(cfg)  # before any data is read
     loads_own_weights = model_loads_own_weights(cfg)
     if loads_own_weights and not args.eval_only:

@@ -74,3 +74,22 @@ class DisAlignCalibration(nn.Module):
         if logits.shape[1] == k:
             return calibrated
         return torch.cat([calibrated, logits[:, k:]], dim=1)
+
+
+def normalised_calibration(probabilities: torch.Tensor, class_counts: Sequence[float],
+                           gamma: float) -> torch.Tensor:
+    """NorCal (Pan et al., "On Model Calibration for Long-Tailed Object Detection and Instance
+    Segmentation", NeurIPS 2021), post-hoc, no training: each foreground class's score is divided
+    by its training frequency to a power, the background score is kept, and the scores are
+    normalised to sum to 1 again::
+
+        p'_c = (p_c / n_c^gamma) / (p_bg + sum_k p_k / n_k^gamma),   p'_bg = p_bg / (same sum)
+
+    which is the softmax of the logits z_c - gamma log n_c (background unchanged).
+    ``probabilities`` are (R, K + 1) softmax scores, background last; ``class_counts`` the K
+    classes' training instance counts. gamma = 0 returns the scores unchanged.
+    """
+    counts = positive_counts(class_counts).to(probabilities)
+    k = counts.numel()
+    scaled = torch.cat([probabilities[:, :k] / counts.pow(float(gamma)), probabilities[:, k:]], dim=1)
+    return scaled / scaled.sum(dim=1, keepdim=True).clamp(min=torch.finfo(scaled.dtype).tiny)

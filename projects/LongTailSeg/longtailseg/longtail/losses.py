@@ -42,7 +42,8 @@ LOSS_REGISTRY.__doc__ = """Classification losses, by the name MODEL.LONG_TAIL.LO
 A registered class takes ``(class_counts=None, ignore_index=255, **options)`` and declares, as
 :class:`ClassificationLoss` does with defaults (subclass it): ``needs_class_counts``,
 ``box_classifier_problem`` (why it must not train the K + 1-way box classifier; "" = it may),
-``options_from_config(loss_cfg)`` (its options from MODEL.LONG_TAIL.LOSS) and
+``sigmoid_scores`` (test-time box scores are sigmoids), ``needs_background_column`` (K + 1-way
+box classifiers only), ``options_from_config(loss_cfg)`` (its options from MODEL.LONG_TAIL.LOSS) and
 ``set_iteration(iteration)`` (what it does with the training iteration; the trainer calls it
 before every step). Nothing outside the class tests its name.
 """
@@ -89,6 +90,10 @@ class ClassificationLoss(nn.Module):
     # boxes the background column is by far the most frequent class).
     needs_class_counts = False
     box_classifier_problem = ""
+    # Test-time scores are sigmoids of the foreground logits (sigmoid losses) instead of a softmax.
+    sigmoid_scores = False
+    # Only for a K + 1-way box classifier (its last column background): pixel heads refuse it.
+    needs_background_column = False
 
     # Every loss, the registry's and one's own, runs in float32 with autocast off under mixed
     # precision: its count-derived tensors and exponentials overflow or round away in half
@@ -114,8 +119,9 @@ class ClassificationLoss(nn.Module):
         raise NotImplementedError
 
     def check_num_classes(self, num_classes: int) -> None:
-        """Raise ValueError if the options cannot train on logits with ``num_classes`` columns
-        (none by default; PAT's constant can saturate)."""
+        """Told the classifier's column count once, when built: raise ValueError if the options
+        cannot train on logits with ``num_classes`` columns (none by default; PAT's constant can
+        saturate), or size per-class state (EQLv2's gradient sums)."""
 
     def forward(self, logits, targets, class_weights=None):
         rows, labels, valid = _valid_elements(logits, targets, self.ignore_index)
@@ -438,6 +444,143 @@ class PATLoss(TargetLogProbLoss):
         present = (sizes > 0).view(num_images, num_classes).sum(1)
         image_losses = class_means.sum(1) / present.clamp(min=1)
         return image_losses.sum() / (present > 0).sum().clamp(min=1)
+
+
+def federated_classes(gt_classes: torch.Tensor, num_classes: int, min_classes: int,
+                      class_weights: torch.Tensor) -> torch.Tensor:
+    """The classes of the federated loss (Zhou et al. 2021, "Probabilistic two-stage detection",
+    the LVIS recipe of Detectron2 main): every class of the batch's ground truth, plus negative
+    classes drawn without replacement with probability proportional to ``class_weights`` (image
+    counts to a power) until there are ``min_classes``. ``gt_classes`` holds labels in [0, K],
+    K meaning background (never drawn, never returned unless present as a label)."""
+    present = torch.unique(gt_classes)
+    if len(present) >= min_classes:
+        return present
+    draw = gt_classes.new_zeros(num_classes + 1, dtype=torch.float32)
+    draw[:num_classes] = class_weights.float()
+    draw[present] = 0  # present classes are already in; background is never drawn
+    negatives = torch.multinomial(draw, min_classes - len(present), replacement=False)
+    return torch.cat([present, negatives])
+
+
+class SigmoidCrossEntropyLoss(ClassificationLoss):
+    """Sigmoid cross-entropy of a K + 1-way box classifier (background last): one binary CE per
+    foreground class, target 1 on the box's class, 0 elsewhere (a background box is negative for
+    all K); the background logit is not used. An element's loss is the sum of its K terms, so the
+    mean over boxes is Detectron2 main's ``sum / N`` (``MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE``).
+
+    Federated loss (``fed_class_weights`` given, ``USE_FED_LOSS``): only the columns of
+    :func:`federated_classes` count, drawn anew for every batch, so a class is penalised as a
+    negative only where it was likely annotated. Built directly by the box classifier from
+    Detectron2's keys, not by MODEL.LONG_TAIL.LOSS.NAME.
+    """
+
+    # Scores at test time are the sigmoids of the foreground logits, not a softmax.
+    sigmoid_scores = True
+
+    def __init__(self, class_counts=None, ignore_index=-1, fed_class_weights=None,
+                 fed_num_classes: int = 50):
+        super().__init__(class_counts, ignore_index)
+        weights = None if fed_class_weights is None else torch.as_tensor(fed_class_weights).float()
+        self.register_buffer("fed_class_weights", weights, persistent=False)
+        self.fed_num_classes = fed_num_classes
+
+    def binary_targets(self, logits, targets):
+        """(M, K) one-hot targets of the foreground columns (all zero for background)."""
+        k = logits.shape[1] - 1
+        return F.one_hot(targets, k + 1)[:, :k].to(logits)
+
+    def column_weights(self, logits, targets, binary_targets):
+        """(M, K) or (1, K) weights of the binary terms: the federated classes' mask, else 1."""
+        k = logits.shape[1] - 1
+        if self.fed_class_weights is None:
+            return logits.new_ones(1, k)
+        kept = federated_classes(targets, k, self.fed_num_classes, self.fed_class_weights.to(logits.device))
+        mask = logits.new_zeros(k + 1)
+        mask[kept] = 1
+        return mask[None, :k]
+
+    def element_losses(self, logits, targets):
+        y = self.binary_targets(logits, targets)
+        terms = F.binary_cross_entropy_with_logits(logits[:, :-1], y, reduction="none")
+        return (terms * self.column_weights(logits, targets, y)).sum(1)
+
+
+@LOSS_REGISTRY.register("EQLv2")
+class EqualizationLossV2(SigmoidCrossEntropyLoss):
+    """Equalization loss v2 (Tan et al., CVPR 2021): sigmoid CE whose positive and negative
+    terms of class j are weighted by r_j and q_j from the accumulated gradient ratio::
+
+        g_j = sum_t |grad_pos_j^t| / sum_t |grad_neg_j^t|                    (eq. 5)
+        q_j = f(g_j),  r_j = 1 + alpha (1 - q_j)                              (eq. 6)
+        f(x) = 1 / (1 + exp(-gamma (x - mu)))                                 (eq. 7)
+
+    (paper: gamma 12, mu 0.8, alpha 4). |grad| of a term is the magnitude of the weighted loss's
+    gradient on its logit, w |sigmoid(z) - y|, summed over the batch's boxes, positives and
+    negatives apart, and accumulated over training (persistent buffers: resume is exact). The
+    weights of a step come from the gradients of the steps before it; before any gradient
+    (the first step) they are 1, i.e. plain sigmoid CE. As in :class:`SigmoidCrossEntropyLoss` the
+    background logit is not used (Detectron2 main's layout) and the loss is the sum over
+    foreground columns, mean over boxes. K + 1-way box classifiers only. With several training
+    processes, DistributedDataParallel broadcasts process 0's buffers before each step, so the
+    statistics are those of process 0's boxes.
+    """
+
+    needs_background_column = True
+
+    @classmethod
+    def options_from_config(cls, loss_cfg):
+        return dict(gamma=loss_cfg.EQLV2_GAMMA, mu=loss_cfg.EQLV2_MU, alpha=loss_cfg.EQLV2_ALPHA)
+
+    def __init__(self, class_counts=None, ignore_index=-1, gamma: float = 12.0, mu: float = 0.8,
+                 alpha: float = 4.0, **kwargs):
+        super().__init__(class_counts, ignore_index, **kwargs)
+        self.gamma, self.mu, self.alpha = gamma, mu, alpha
+        # Sized on the first call (the loss is built without the class count).
+        self.register_buffer("positive_gradients", torch.zeros(0))
+        self.register_buffer("negative_gradients", torch.zeros(0))
+
+    def check_num_classes(self, num_classes):
+        """Told the classifier's column count (K + 1): sizes the K classes' gradient sums, so that
+        a checkpoint's accumulated sums load into a freshly built model."""
+        if self.positive_gradients.numel() != num_classes - 1:
+            self.positive_gradients = torch.zeros(num_classes - 1)
+            self.negative_gradients = torch.zeros(num_classes - 1)
+
+    def term_weights(self, num_classes):
+        """(q, r): the negative and positive weights of the K classes (eq. 6-7); ones before any
+        gradient was accumulated."""
+        if self.positive_gradients.numel() != num_classes or not bool(self.negative_gradients.any()):
+            ones = torch.ones(num_classes, device=self.positive_gradients.device)
+            return ones, ones
+        ratio = self.positive_gradients / self.negative_gradients.clamp(min=1e-12)
+        q = torch.sigmoid(self.gamma * (ratio - self.mu))
+        return q, 1.0 + self.alpha * (1.0 - q)
+
+    def column_weights(self, logits, targets, binary_targets):
+        k = logits.shape[1] - 1
+        q, r = (w.to(logits) for w in self.term_weights(k))
+        weights = binary_targets * r + (1.0 - binary_targets) * q
+        return weights * super().column_weights(logits, targets, binary_targets)
+
+    def element_losses(self, logits, targets):
+        y = self.binary_targets(logits, targets)
+        weights = self.column_weights(logits, targets, y)
+        z = logits[:, :-1]
+        if self.training and torch.is_grad_enabled():
+            self._accumulate(z.detach(), y, weights.detach())
+        terms = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+        return (terms * weights).sum(1)
+
+    @torch.no_grad()
+    def _accumulate(self, z, y, weights):
+        gradient = weights * (torch.sigmoid(z) - y).abs()  # |d(w * BCE) / dz|
+        k = z.shape[1]
+        if self.positive_gradients.numel() != k:
+            self.positive_gradients = z.new_zeros(k)
+            self.negative_gradients = z.new_zeros(k)
+        self.positive_gradients += (gradient * y).sum(0)
+        self.negative_gradients += (gradient * (1.0 - y)).sum(0)
 
 
 def loss_class(name: str):

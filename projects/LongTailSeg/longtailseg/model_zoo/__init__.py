@@ -2,7 +2,7 @@
 path under configs/, their checkpoints, and built models.
 
     from longtailseg import model_zoo
-    cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml", trained=True)
+    cfg = model_zoo.get_config("lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml", trained=True)
     model = model_zoo.get("synthetic/deeplab_v3_plus.yaml", trained=True,
                           checkpoint="output/synthetic/deeplab_v3_plus/model_final.pth")
 """

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..engine.weights import DETECTRON2_DOWNLOAD_PREFIX, download_cache_path, ensure_weights_available  # noqa: F401
 
 # Detectron2's model zoo, LVIS v0.5 Mask R-CNN R-50-FPN 1x (box AP 23.6, mask AP 24.4 there):
-# the architecture and recipe of lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml, whose
+# the architecture and recipe (repeat-factor sampling) of lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml, whose
 # LongTailStandardROIHeads with default keys are Detectron2's StandardROIHeads.
 DETECTRON2_LVIS_V0_5_R50_FPN = (
     "detectron2://LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x/144219072/model_final_571f7c.pkl"
@@ -41,7 +41,7 @@ class PublishedCheckpoint(NamedTuple):
 #     "ade20k/disalign_deeplab.yaml": PublishedCheckpoint("https://.../model_final.pth", "0123abcd..."),
 PUBLISHED_CHECKPOINTS = {
     # Detectron2 publishes no md5 for its zoo files.
-    "lvis_v0.5/mask_rcnn_R_50_FPN_baseline.yaml": PublishedCheckpoint(DETECTRON2_LVIS_V0_5_R50_FPN),
+    "lvis_v0.5/mask_rcnn_R_50_FPN_baseline_rfs.yaml": PublishedCheckpoint(DETECTRON2_LVIS_V0_5_R50_FPN),
 }
 
 _PACKAGED_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")

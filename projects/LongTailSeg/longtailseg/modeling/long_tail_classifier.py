@@ -10,17 +10,34 @@ For boxes (``background_column=True``) the choices are the DisAlign authors' det
 only the K foreground logits are calibrated and varied, GRW weights the K foreground classes
 (background weight 1), and count-based losses get a background count from the sampler's
 positive fraction.
+
+Boxes may also be scored with sigmoids (Detectron2 main's keys, on v0.6 as well):
+``MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE`` trains one binary CE per foreground class (the background
+logit unused) and scores boxes by the sigmoids of their foreground logits; ``USE_FED_LOSS`` keeps
+only the federated classes' terms (image counts of the class statistics to the power
+``FED_LOSS_FREQ_WEIGHT_POWER``); a registered loss declaring ``sigmoid_scores`` (EQLv2) scores the
+same way. With sigmoid scores the policy composes as with softmax: the cosine classifier's and
+BLV's foreground logits go into the sigmoids, GRW weights each box's loss by its class's weight
+(background 1), and **DisAlign's calibration of sigmoid scores** is the same per-class affine,
+confidence-blended map of each foreground logit, applied before its sigmoid (so it calibrates
+each class's binary score; stage 2 trains it with the stage-1 sigmoid, or federated, loss).
+NorCal (``MODEL.ROI_BOX_HEAD.NORCAL``, post-hoc, inference only) renormalises softmax scores
+against background and is refused with sigmoid scores, which have no background to renormalise
+against.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
 
 from ..config import class_stats_from_config, long_tail_needs_class_counts
 from ..errors import ClassStatsError, ConfigError
-from ..longtail.calibration import DisAlignCalibration, generalized_reweighting
+from ..longtail.calibration import DisAlignCalibration, generalized_reweighting, normalised_calibration
+from ..longtail.class_stats import positive_counts
+from ..longtail.losses import (LOSS_REGISTRY, SigmoidCrossEntropyLoss, build_loss, loss_class,
+                               loss_needs_class_counts, loss_options)
 from ..longtail.precision import float32_math
-from ..longtail.losses import LOSS_REGISTRY, build_loss, loss_class, loss_needs_class_counts, loss_options
 from ..longtail.variation import BLV_DISTRIBUTIONS, LogitVariation
 from .extension_points import LongTailPart, SecondStage
 
@@ -45,6 +62,42 @@ def check_box_classifier_loss(name):
             f"because {problem}; choose one of {', '.join(suited)} "
             "(and MODEL.LONG_TAIL.GRW for foreground class weights)"
         )
+
+
+def check_box_scoring_config(cfg):
+    """Refuse, in one line naming the keys, the combinations of the box classifier's scoring keys
+    that have no meaning: the federated loss without sigmoid scores, a softmax loss of the
+    registry under USE_SIGMOID_CE, NorCal (a softmax renormalisation) with sigmoid scores."""
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    name = cfg.MODEL.LONG_TAIL.LOSS.NAME
+    sigmoid_loss = loss_class(name).sigmoid_scores
+    if box_head.USE_SIGMOID_CE and name != "CE" and not sigmoid_loss:
+        sigmoid_names = [n for n, c in LOSS_REGISTRY if c.sigmoid_scores]
+        raise ConfigError(
+            f"MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE is True but MODEL.LONG_TAIL.LOSS.NAME {name} is a "
+            f"softmax loss; set LOSS.NAME to CE (sigmoid CE) or {', '.join(sigmoid_names)}, or "
+            "USE_SIGMOID_CE to False")
+    sigmoid = box_head.USE_SIGMOID_CE or sigmoid_loss
+    if box_head.USE_FED_LOSS and not sigmoid:
+        raise ConfigError(
+            "MODEL.ROI_BOX_HEAD.USE_FED_LOSS needs sigmoid scores: set MODEL.ROI_BOX_HEAD."
+            "USE_SIGMOID_CE to True (the federated loss is a sum of per-class binary losses)")
+    if box_head.USE_FED_LOSS and box_head.FED_LOSS_NUM_CLASSES < 1:
+        raise ConfigError(f"MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES is {box_head.FED_LOSS_NUM_CLASSES}; "
+                          "it must be >= 1 (Detectron2 main: 50)")
+    if box_head.NORCAL.ENABLED and sigmoid:
+        raise ConfigError(
+            "MODEL.ROI_BOX_HEAD.NORCAL.ENABLED renormalises softmax scores against background, but "
+            "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE or MODEL.LONG_TAIL.LOSS.NAME "
+            f"{name} scores with sigmoids; disable one of them")
+
+
+def check_pixel_classifier_loss(name):
+    """Refuse a loss that only exists for a K + 1-way box classifier (EQLv2)."""
+    if loss_class(name).needs_background_column:
+        raise ConfigError(f"MODEL.LONG_TAIL.LOSS.NAME: {name} is a loss of the K + 1-way box "
+                          "classifier (its last column background) and cannot train a "
+                          "semantic-segmentation head; choose another loss")
 
 
 def counts_with_background(class_counts, positive_fraction):
@@ -72,15 +125,17 @@ class LongTailClassifier(nn.Module):
         confidence_init_std: std of the calibration's confidence layer init.
         loss: a loss of ``longtailseg.longtail.losses`` for the logits' columns; default CE.
         ignore_value: the label of ignored elements (pixels; boxes have none: -1).
+        norcal_gamma: NorCal's gamma for the test-time box scores (``probabilities``), or None.
     """
 
     @configurable
     def __init__(self, num_classes, feature_channels, *, spatial, background_column=False,
                  class_counts=None, blv_sigma=None, grw_rho=None, disalign=False,
-                 confidence_init_std=0.01, loss=None, ignore_value=255, blv_distribution="gaussian"):
+                 confidence_init_std=0.01, loss=None, ignore_value=255, blv_distribution="gaussian",
+                 norcal_gamma=None):
         super().__init__()
-        if (blv_sigma is not None or grw_rho is not None) and class_counts is None:
-            raise ValueError("BLV and GRW need the class counts")
+        if (blv_sigma is not None or grw_rho is not None or norcal_gamma is not None) and class_counts is None:
+            raise ValueError("BLV, GRW and NorCal need the class counts")
         self.num_classes = num_classes
         self.background_column = background_column
         self.variation = (LogitVariation(class_counts, blv_sigma, distribution=blv_distribution)
@@ -99,6 +154,11 @@ class LongTailClassifier(nn.Module):
         )
         # A submodule, so that its class-count buffers follow the classifier's device.
         self.loss_fn = loss if loss is not None else build_loss("CE", ignore_index=ignore_value)
+        self.norcal_gamma = norcal_gamma
+        if norcal_gamma is not None and self.loss_fn.sigmoid_scores:
+            raise ValueError("NorCal renormalises softmax scores; the loss scores with sigmoids")
+        self.register_buffer("norcal_counts", None if norcal_gamma is None else
+                             positive_counts(class_counts).float(), persistent=False)
 
     @classmethod
     def from_config(cls, cfg, num_classes, feature_channels, spatial, background_column=False):
@@ -108,7 +168,10 @@ class LongTailClassifier(nn.Module):
         loss_needs_counts = loss_needs_class_counts(name)
         if background_column:
             check_box_classifier_loss(name)
-        counts = None
+            check_box_scoring_config(cfg)
+        else:
+            check_pixel_classifier_loss(name)
+        counts = stats = None
         if needs_counts:
             stats = class_stats_from_config(cfg)
             counts = stats.counts
@@ -125,9 +188,17 @@ class LongTailClassifier(nn.Module):
                            if background_column else counts)
         # No box is ignored: Detectron2 labels every sampled box, background as K.
         ignore_value = -1 if background_column else cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE
+        box_head = cfg.MODEL.ROI_BOX_HEAD
+        options = loss_options(name, long_tail.LOSS)
+        if background_column and box_head.USE_FED_LOSS:  # a sigmoid loss (check_box_scoring_config)
+            image_counts = torch.tensor(stats.image_counts, dtype=torch.float32)
+            options.update(fed_class_weights=image_counts.pow(box_head.FED_LOSS_FREQ_WEIGHT_POWER),
+                           fed_num_classes=box_head.FED_LOSS_NUM_CLASSES)
         try:
-            loss = build_loss(name, class_counts=loss_counts, ignore_index=ignore_value,
-                              **loss_options(name, long_tail.LOSS))
+            if background_column and box_head.USE_SIGMOID_CE and not loss_class(name).sigmoid_scores:
+                loss = SigmoidCrossEntropyLoss(ignore_index=ignore_value, **options)  # LOSS.NAME CE
+            else:
+                loss = build_loss(name, class_counts=loss_counts, ignore_index=ignore_value, **options)
             loss.check_num_classes(num_classes + 1 if background_column else num_classes)
         except ValueError as e:
             raise ConfigError(f"MODEL.LONG_TAIL.LOSS ({name}): {e}") from None
@@ -145,11 +216,29 @@ class LongTailClassifier(nn.Module):
             "confidence_init_std": long_tail.DISALIGN.CONFIDENCE_INIT_STD,
             "loss": loss,
             "ignore_value": ignore_value,
+            "norcal_gamma": (box_head.NORCAL.GAMMA if background_column and box_head.NORCAL.ENABLED
+                             else None),
         }
 
     def calibrate(self, logits, features):
         """DisAlign's calibration of the class logits (background passes through), else identity."""
         return logits if self.calibration is None else self.calibration(logits, features)
+
+    @property
+    def sigmoid_scores(self):
+        """Whether test-time scores are sigmoids of the class logits (sigmoid losses)."""
+        return self.loss_fn.sigmoid_scores
+
+    def probabilities(self, logits):
+        """Test-time scores of (R, K + 1) box logits (after ``calibrate``): the softmax, or the
+        sigmoids for a sigmoid loss (the background column's sigmoid is never used as a
+        score); then NorCal when configured."""
+        if self.sigmoid_scores:
+            return logits.sigmoid()
+        probabilities = F.softmax(logits, dim=-1)
+        if self.norcal_gamma is not None:
+            probabilities = normalised_calibration(probabilities, self.norcal_counts, self.norcal_gamma)
+        return probabilities
 
     @float32_math  # BLV's noise x rarity and the loss in float32 under mixed precision
     def loss(self, logits, targets):
@@ -187,3 +276,6 @@ class LongTailClassifierOwner(LongTailPart):
         check_blv_sigma(cfg.MODEL.LONG_TAIL)
         if cls.classifies_boxes:
             check_box_classifier_loss(cfg.MODEL.LONG_TAIL.LOSS.NAME)
+            check_box_scoring_config(cfg)
+        else:
+            check_pixel_classifier_loss(cfg.MODEL.LONG_TAIL.LOSS.NAME)
