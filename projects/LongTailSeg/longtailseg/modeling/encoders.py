@@ -78,11 +78,6 @@ class VGGStyleEncoder(Backbone):
                 out[f"pool{i}"], out[f"pool{i}_indices"] = x, indices
         return out
 
-    def output_shape(self):
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
-
 
 @BACKBONE_REGISTRY.register()
 def build_vgg_encoder_backbone(cfg, input_shape):

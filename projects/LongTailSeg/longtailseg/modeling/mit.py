@@ -30,7 +30,6 @@ from functools import lru_cache, partial
 
 import torch
 
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 from ..errors import ConfigError
@@ -134,10 +133,6 @@ class MiTBackbone(Backbone):
     def forward(self, x):
         stages = self.mit.forward_features(x)
         return {name: feature for name, feature in zip(STAGE_NAMES, stages) if name in self._out_features}
-
-    def output_shape(self):
-        return {name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
-                for name in self._out_features}
 
     @property
     def size_divisibility(self):

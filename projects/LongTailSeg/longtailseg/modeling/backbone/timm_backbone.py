@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import CfgNode
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
+from detectron2.layers import FrozenBatchNorm2d, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
 from ...errors import ConfigError
@@ -133,11 +133,6 @@ class TimmBackbone(Backbone):
                  F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features],
                 dim=1)
         return out
-
-    def output_shape(self):
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
 
 
 @BACKBONE_REGISTRY.register()
