@@ -6,6 +6,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 import torch
@@ -37,23 +39,34 @@ def _env(datasets_root):
     return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", DETECTRON2_DATASETS=str(datasets_root))
 
 
-def _machines(argv_of, num_machines=2, env_of=None, timeout=240):
-    """Start one launcher per machine (``argv_of(rank)``), wait for all; their CompletedProcess-like
-    (returncode, stdout, stderr) by machine rank."""
-    procs = [subprocess.Popen([sys.executable, *map(str, argv_of(rank))], cwd=REPO, env=env_of(rank),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in range(num_machines)]
-    results = []
+def _machines(argv_of, num_machines=2, env_of=None, timeout=500):
+    """Start one launcher per machine (``argv_of(rank)``), wait for all; (returncode, stdout,
+    stderr) by machine rank. Output goes to files, so that a launcher that does not end can be
+    shown with the others'."""
+    procs, files = [], []
+    for rank in range(num_machines):
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        files.append((out, err))
+        procs.append(subprocess.Popen([sys.executable, *map(str, argv_of(rank))], cwd=REPO, env=env_of(rank),
+                                      stdout=out, stderr=err, text=True))
+    deadline = time.monotonic() + timeout
     try:
         for p in procs:
-            out, err = p.communicate(timeout=timeout)
-            results.append((p.returncode, out, err))
-    finally:
-        for p in procs:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for p in procs:  # the launchers and, through their death signal, their processes
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return results
+        raise AssertionError(f"launchers still running after {timeout} s:\n" + "\n".join(
+            f"machine {r} ({p.returncode}):\n{_read(o)[-2000:]}\n{_read(e)[-2000:]}"
+            for r, (p, (o, e)) in enumerate(zip(procs, files))))
+    return [(p.returncode, _read(o), _read(e)) for p, (o, e) in zip(procs, files)]
+
+
+def _read(file):
+    file.seek(0)
+    return file.read()
 
 
 def _train_net(*args):
