@@ -23,6 +23,12 @@ The processes are started and watched here rather than by ``torch.multiprocessin
   cause) if any process had one, else the earliest failure with its traceback. The others are
   told to stop at once (SIGUSR2) and killed if still running ``STOP_GRACE_S`` later.
 
+Several machines (``--num-machines N --machine-rank R --dist-url tcp://HOST:PORT``) run the same
+way with or without CUDA: global rank ``R * num_gpus_per_machine + local rank`` and one local
+process group per machine, as Detectron2 makes them, with gloo instead of NCCL without CUDA (so a
+multi-machine run can be tested as N launchers on one host). The launchers talk through
+``machines.py``: a machine that fails is reported, in the same line, by all.
+
 The default ``--dist-url`` of Detectron2's argument parser is a port fixed per user, so two runs of
 one user on one machine collided (EADDRINUSE): like "auto", it is replaced by a free port on a
 single machine. The URL of a multi-machine run is used as given.
@@ -64,21 +70,34 @@ class WorkerProcessError(RuntimeError):
     that process's traceback."""
 
 
+class ProcessKilled(LongTailSegError):
+    """A worker process was killed by a signal that nobody sent it on purpose (the OOM killer)."""
+
+
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None,
-           args=(), timeout=DEFAULT_TIMEOUT):
+           args=(), timeout=DEFAULT_TIMEOUT, machines=None):
     """Same arguments as ``detectron2.engine.launch``; raises ``StopRequested`` after a SIGINT or
-    SIGTERM (see ``stops.py``)."""
+    SIGTERM (see ``stops.py``). With several machines, ``machines`` is this launcher's
+    :class:`~longtailseg.engine.machines.Machines` when the caller has already met the others
+    (``tools/train_net.py`` does, before its processes start); else they meet here."""
     world_size = num_gpus_per_machine * num_machines
     if world_size <= 1:
         with handling_stops():
             return main_func(*args)
     cuda = torch.cuda.is_available()
-    if not cuda and num_machines != 1:
-        raise ValueError("CPU processes run on one machine only; pass --num-machines 1")
+    if num_machines > 1 and machines is None:
+        from .machines import Machines
+
+        machines = Machines(num_machines, machine_rank, dist_url, timeout)
+        machines.start()
     dist_url = local_dist_url(dist_url, num_machines)
     processes = _Processes(num_gpus_per_machine, machine_rank, world_size)
     processes.run(cuda, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout)
-    processes.raise_outcome()
+    outcome = processes.outcome()
+    if machines is not None:
+        machines.finish(outcome)  # raises the outcome of the whole run
+    elif outcome is not None:
+        raise outcome
 
 
 def local_dist_url(dist_url, num_machines):
@@ -170,36 +189,41 @@ class _Processes:
         return (any(code != 0 for code in self.exits.values())
                 or any(r["kind"] == "failed" or not r["agreed"] for r in self.records))
 
-    def raise_outcome(self):
-        """Raise what stopped the processes, if anything did (see the module docstring)."""
+    def outcome(self):
+        """What stopped the processes (an exception to raise), or None (see the module docstring)."""
         killed = [(rank, -code) for rank, code in sorted(self.exits.items())
                   if code < 0 and -code not in self.sent[rank] and -code not in self.received]
         if killed:
             rank, signum = killed[0]
-            raise LongTailSegError(
+            return ProcessKilled(
                 f"process {self.first_rank + rank} of {self.world_size} was killed by {signal_name(signum)}"
                 f"{_KILL_REASONS.get(signum, '')}; the others were stopped; resume from the last "
                 "checkpoint with --resume")
+        # An agreed stop whose signal this launcher did not get: a stop on another machine.
         stops = sorted((r for r in self.records if r["kind"] == "stopped"
-                        and (self.received or r["signum"] in (signal.SIGINT, signal.SIGTERM))),
+                        and (self.received or r["signum"] in (signal.SIGINT, signal.SIGTERM) or r["agreed"])),
                        key=lambda r: r["rank"])
         failures = [r for r in self.records if r["kind"] == "failed"]
         if stops or (self.received and (failures or any(self.exits.values()))):
             first = stops[0] if stops else {"signum": self.received[0], "resumable": False,
                                             "detail": "before the first iteration of this run"}
-            raise StopRequested(self.received[0] if self.received else first["signum"], first["detail"],
-                                first["resumable"])
+            return StopRequested(self.received[0] if self.received else first["signum"], first["detail"],
+                                 first["resumable"])
         if failures:
             ours = [r for r in failures if r["ours"]]
             first = min(ours or failures, key=lambda r: r["time"])
             if first["ours"]:
-                raise LongTailSegError(first["message"])
-            raise WorkerProcessError(f"process {first['rank']} failed first ({len(failures)} processes "
-                                     f"failed):\n{first['traceback']}")
+                error = LongTailSegError(first["message"])
+            else:
+                error = WorkerProcessError(f"process {first['rank']} failed first ({len(failures)} processes "
+                                           f"failed):\n{first['traceback']}")
+            error.time = first["time"]
+            return error
         for rank, code in sorted(self.exits.items()):
             if code != 0:
-                raise WorkerProcessError(f"process {self.first_rank + rank} of {self.world_size} exited "
-                                         f"with status {code} and no error message")
+                return WorkerProcessError(f"process {self.first_rank + rank} of {self.world_size} exited "
+                                          f"with status {code} and no error message")
+        return None
 
 
 def _start_quiet_resource_tracker():
@@ -227,7 +251,8 @@ def _worker(local_rank, conn, cuda, main_func, world_size, num_gpus_per_machine,
                 _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank,
                                     dist_url, args, timeout)
             else:
-                _cpu_worker(rank, main_func, world_size, dist_url, args, timeout)
+                _cpu_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url,
+                            args, timeout)
         except StopRequested as e:
             _ignore_stops()
             _report(conn, {"kind": "stopped", "rank": rank, "signum": e.signum, "detail": e.detail,
@@ -268,14 +293,32 @@ def _exit(status):
     os._exit(status)
 
 
-def _cpu_worker(rank, main_func, world_size, dist_url, args, timeout):
+def _cpu_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
+                timeout):
+    """Detectron2's ``_distributed_worker`` without CUDA: the same global rank and local process
+    groups, joined by gloo (as Detectron2's main branch does without CUDA)."""
+    global_rank = machine_rank * num_gpus_per_machine + local_rank
     dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                            rank=rank, timeout=timeout)
-    # Detectron2's get_local_rank / get_local_size read this group; all ranks are on this machine.
-    assert comm._LOCAL_PROCESS_GROUP is None
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+                            rank=global_rank, timeout=timeout)
+    create_local_process_group(num_gpus_per_machine)
     comm.synchronize()
     main_func(*args)
+
+
+def create_local_process_group(num_workers_per_machine):
+    """The process group of this machine's processes, which Detectron2's ``comm.get_local_rank`` /
+    ``get_local_size`` read: Detectron2's own ``comm.create_local_process_group`` where it has
+    one (its main branch), else what v0.6's ``_distributed_worker`` does (every process creates
+    every machine's group, in the same order, as ``new_group`` requires)."""
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(num_workers_per_machine)
+        return
+    assert comm._LOCAL_PROCESS_GROUP is None
+    machine_rank = dist.get_rank() // num_workers_per_machine
+    for i in range(dist.get_world_size() // num_workers_per_machine):
+        group = dist.new_group(list(range(i * num_workers_per_machine, (i + 1) * num_workers_per_machine)))
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
 
 
 def _release_process_groups():
