@@ -59,8 +59,8 @@ def measure(config, size, batch, iters, opts):
 
 def row(config, values):
     train_s, infer_s, memory, params, flops = values
-    return (f"| `{config}` | {train_s:.2f} | {infer_s:.2f} | {memory:.0f} | {params / 1e6:.1f} M | "
-            f"{flops / 1e9:.1f} |")
+    return (f"| `{config}` | {train_s:.3g} | {infer_s:.3g} | {memory:.0f} | {params / 1e6:.1f} M | "
+            f"{flops / 1e9:.3g} |")
 
 
 def existing_rows(text):

@@ -365,15 +365,16 @@ def test_medoe_on_segformer_stage1_then_moe_on_the_frozen_mit(datasets_root, tmp
 
 def test_missing_imagenet_weights_are_named_before_any_work(tmp_path):
     from longtailseg import model_zoo
-    from longtailseg.engine.weights import ensure_weights_available
+    from longtailseg.engine.weights import check_local_weights, ensure_weights_available
 
     cfg = model_zoo.get_config("ade20k/segformer_mit_b3.yaml")
     cfg.MODEL.WEIGHTS = str(tmp_path / "pretrained" / "mit_b3.pth")
     with pytest.raises(ConfigError, match=re.escape(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")) as e:
-        ensure_weights_available(cfg)
+        check_local_weights(cfg)
     assert "tools/convert_mit_weights.py" in str(e.value) and len(str(e.value).splitlines()) == 1
     (tmp_path / "pretrained").mkdir()
     torch.save(mit_weights_for_detectron2(nvlabs_file()), cfg.MODEL.WEIGHTS)
+    check_local_weights(cfg)  # the file exists: accepted
     assert ensure_weights_available(cfg) is None  # a local file: nothing to download
 
 

@@ -22,20 +22,13 @@ def download_cache_path(url):
 
 def ensure_weights_available(cfg, resuming=False):
     """Download a MODEL.WEIGHTS URL now (kept in Detectron2's cache), so an offline machine gets
-    one line saying which file to put where, not a traceback from the checkpointer; a local
-    MODEL.WEIGHTS that does not exist is refused in one line. Returns the local path of a URL, or
-    None when MODEL.WEIGHTS is not a URL or a resumed run will not read it."""
+    one line saying which file to put where, not a traceback from the checkpointer. Returns the
+    local path of a URL, or None when MODEL.WEIGHTS is not a URL or a resumed run will not read it
+    (a local file that does not exist: ``check_local_weights``)."""
     weights = cfg.MODEL.WEIGHTS
     if resuming and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
         return None
     if "://" not in weights:
-        if weights and not os.path.isfile(weights):
-            # Detectron2 would stop at its first load with an assertion; the configs whose
-            # ImageNet weights are a local file (MiT) say in a comment how to make it.
-            raise ConfigError(
-                f"MODEL.WEIGHTS {weights} does not exist; point it at an existing checkpoint, set it "
-                "to \"\" to start from random weights, or make the file (the SegFormer configs' "
-                f"ImageNet MiT: python tools/convert_mit_weights.py <published mit_b*.pth> {weights})")
         return None
     from detectron2.utils.file_io import PathManager
 
@@ -62,7 +55,8 @@ def check_local_weights(cfg, resuming=False):
     if resuming and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
         return
     raise ConfigError(
-        f"MODEL.WEIGHTS {weights} does not exist; for a backbone's ImageNet weights make it with "
-        "tools/convert_pretrained_weights.py from the published release (MODEL_ZOO.md, \"ImageNet "
-        "weights of the backbones\"), else point MODEL.WEIGHTS at the file (\"\" trains from scratch)"
+        f"MODEL.WEIGHTS {weights} does not exist; for a backbone's ImageNet weights make it from the "
+        "published release with tools/convert_pretrained_weights.py (ResNet-c, ResNeSt, HRNet) or "
+        "tools/convert_mit_weights.py (MiT; MODEL_ZOO.md, \"ImageNet weights of the backbones\"), "
+        "else point MODEL.WEIGHTS at the file (\"\" trains from scratch)"
     )
