@@ -20,7 +20,7 @@ def test_the_tables_are_performance_mds_commands():
         text = f.read().replace("\\\n", " ")
     documented = {tuple(shlex.split(m)) for m in re.findall(r"python (tools/benchmark_training\.py[^\n]*)", text)}
     checked = {tuple(["tools/" + tool] + args) for _, tool, args in gpu_check.TABLES if tool == "benchmark_training.py"}
-    assert len(documented) == 3 and documented <= checked, documented - checked
+    assert len(documented) >= 3 and documented <= checked, documented - checked
     assert gpu_check.table_command("benchmark_training.py", ["--size", "256", "--iters", "15"], 32, 1)[-4:] == \
         ["--size", "32", "--iters", "1"]
     assert gpu_check.table_command("benchmark_losses.py", ["--shape", "2", "150", "128", "128", "--repeats", "20"],

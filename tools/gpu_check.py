@@ -59,6 +59,25 @@ TABLES = [
     ("lvis_stage2_512", "benchmark_training.py",
      _configs([_LVIS[0], _LVIS[3]]) + ["--backbone-forward", "--size", "512", "--iters", "9"]),
     ("losses", "benchmark_losses.py", ["--shape", "2", "150", "128", "128", "--repeats", "20", "--no-progress"]),
+    ("segformer_training", "benchmark_training.py",
+     _configs([f"configs/ade20k/{n}segformer_mit_b3.yaml" for n in ("", "blv_", "pat_", "medoe_", "disalign_")])
+     + ["--size", "512", "--batch", "1", "--warmup", "1", "--iters", "3", "--backbone-forward",
+        "MODEL.SEM_SEG_HEAD.NORM", "BN"]),
+    ("segformer_inference", "benchmark_training.py",
+     ["--inference"] + _configs([f"configs/ade20k/{n}.yaml" for n in
+                                 ("segformer_mit_b3", "medoe_segformer_mit_b3", "medoe_segformer_mit_b3_moe")])
+     + ["--size", "512", "--batch", "1", "--warmup", "1", "--iters", "2", "MODEL.SEM_SEG_HEAD.NORM", "BN"]),
+    ("cascade_methods", "benchmark_training.py",
+     _configs([f"configs/lvis/cascade_mask_rcnn_R_50_FPN_{n}.yaml" for n in ("baseline", "blv", "eqlv2", "fed_loss_rfs")])
+     + ["--size", "512", "--iters", "5", "--warmup", "1"]),
+    ("cascade_stage2", "benchmark_training.py",
+     _configs([f"configs/lvis/cascade_mask_rcnn_R_50_FPN_{n}.yaml" for n in
+               ("baseline", "cosine", "disalign", "cosine_disalign")])
+     + ["--backbone-forward", "--size", "512", "--iters", "5", "--warmup", "1"]),
+    ("pat_unet_losses", "benchmark_training.py",
+     _configs([f"configs/nyuv2/unet{n}.yaml" for n in
+               ("", "_focal", "_cb", "_cbfocal", "_bms", "_ldam", "_blv", "_pat")])
+     + ["--size", "64", "--batch", "2", "--iters", "15", "--warmup", "2"]),
 ]
 
 # (name, config, the method whose final weights it starts from, data profile)
