@@ -156,11 +156,9 @@ def _nanstd(values):
 
 
 def _save(fig, path):
-    """Through a temporary name: a figure is whole or absent."""
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    """Through a temporary file (``longtailseg.io.write_atomically``): a figure is whole or absent."""
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), binary=True)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

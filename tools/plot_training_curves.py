@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 from longtailseg.errors import LongTailSegError, one_line  # noqa: E402
 from longtailseg.evaluation.seed_summary import group_runs  # noqa: E402
+from longtailseg.io import write_atomically  # noqa: E402
 from longtailseg.safe_files import load_json_lines  # noqa: E402
 
 SEM_SEG_CURVES = [("sem_seg/mIoU", "all"), ("sem_seg/mIoU-head", "head"), ("sem_seg/mIoU-body", "body"),
@@ -126,10 +127,8 @@ def plot(methods, path, smooth):
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, handlelength=3.5)  # long enough to tell the groups' dash styles apart
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"), binary=True)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
