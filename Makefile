@@ -137,8 +137,9 @@ gpu-check: setup
 clean-demo:
 	rm -rf output/synthetic
 
-# Mask R-CNN with the long-tail ROI heads on the synthetic LVIS set: the baseline,
-# cosine, BLV and EQLv2 (stage 1), DisAlign stage 2 on the baseline and on the cosine model,
+# Mask R-CNN with the long-tail ROI heads on the synthetic LVIS set: the baseline (instance-
+# balanced, DisAlign's stage 1), cosine, BLV and EQLv2 (stage 1), DisAlign stage 2 on the
+# baseline and on the cosine model,
 # NorCal (post-hoc, on the baseline's weights), one table (AP / APr / APc / APf of segm and bbox,
 # seconds per training iteration and overhead; NorCal has no training time).
 .PHONY: results-lvis
@@ -214,8 +215,11 @@ $(foreach loss,$(PAT_TABLE_LOSSES),$(call train_seeds,$(PAT_CFG)/$(1).yaml,$(PAT
 $(PY) tools/compare_results.py $(call seed_runs,$(call pat_runs,$(1))) \
   --names $(call seed_names,CE Focal CB CB-Focal BMS LDAM BLV PAT)
 endef
+define newline
+
+
+endef
+# PAT_TABLES: which of the four tables (ARCH_SET names) to train, e.g. PAT_TABLES=segnet_nyuv2.
+PAT_TABLES ?= unet_oxford_pet segnet_oxford_pet unet_nyuv2 segnet_nyuv2
 results-pat: data-pat
-	$(call pat_table,unet_oxford_pet)
-	$(call pat_table,segnet_oxford_pet)
-	$(call pat_table,unet_nyuv2)
-	$(call pat_table,segnet_nyuv2)
+	$(foreach table,$(PAT_TABLES),$(call pat_table,$(table))$(newline))

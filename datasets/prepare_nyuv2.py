@@ -7,12 +7,13 @@
     nyuv2/labels40/0000.png ...    the 40 classes 0..39, 255 = unlabelled
     nyuv2/pat_split_seed0.json     PAT's seeded 0.8 / 0.1 / 0.1 split of the frames
 
-    python datasets/prepare_nyuv2.py [--root $DETECTRON2_DATASETS] --mapping40 classMapping40.mat
+    python datasets/prepare_nyuv2.py [--root $DETECTRON2_DATASETS] [--mapping40 classMapping40.mat]
 
 Both mappings go through the 894 -> 40 table of Gupta et al. (CVPR 2013), ``mapClass`` of
-``classMapping40.mat`` from https://github.com/ankurhanda/nyuv2-meta-data (read with scipy when it
-is installed, or as a text file of its 894 numbers); the 40 -> 13 table is built in
-(``longtailseg/data/datasets/register_nyuv2.py``). Files are written under a temporary name and
+``classMapping40.mat`` from https://github.com/ankurhanda/nyuv2-meta-data. It is built in, as is
+the 40 -> 13 table (``longtailseg/data/datasets/``); ``--mapping40`` (or a ``classMapping40.mat``
+/ ``.txt`` beside the ``.mat``) replaces it: read with scipy when installed, or as a text file of
+its numbers. Files are written under a temporary name and
 renamed; frames already written are skipped. A missing or malformed input is one line and exit
 status 2.
 """
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from longtailseg.data.datasets.register_nyuv2 import (
     MAT_FILE,
     LabeledMat,
+    builtin_mapping40,
     frame_name,
     labels13,
     labels40,
@@ -51,12 +53,11 @@ def prepare(root, mat=None, mapping40=None, progress=True):
     if not mapping40:
         candidates = [os.path.join(folder, f) for f in ("classMapping40.mat", "classMapping40.txt")]
         mapping40 = next((c for c in candidates if os.path.isfile(c)), None)
-        if mapping40 is None:
-            raise LongTailSegError(
-                "--mapping40 is needed (the 894 -> 40 class table, classMapping40.mat from "
-                f"https://github.com/ankurhanda/nyuv2-meta-data, or its numbers as text); or put it at {candidates[0]}")
     with LabeledMat(mat) as data:
-        lookup = read_mapping40(mapping40, len(data.names))
+        if mapping40:
+            lookup = read_mapping40(mapping40, len(data.names))
+        else:
+            lookup = builtin_mapping40(len(data.names), mat)
         outputs = {name: os.path.join(folder, name) for name in ("images", "labels13", "labels40")}
         for path in outputs.values():
             os.makedirs(path, exist_ok=True)
@@ -83,8 +84,8 @@ def main(argv=None):
                         help="the folder holding nyuv2/ (default $DETECTRON2_DATASETS)")
     parser.add_argument("--mat", default=None, help=f"default ROOT/nyuv2/{MAT_FILE}")
     parser.add_argument("--mapping40", default=None,
-                        help="classMapping40.mat (needs scipy) or a text file of its 894 mapClass numbers; "
-                             "default ROOT/nyuv2/classMapping40.{mat,txt}")
+                        help="classMapping40.mat (needs scipy) or a text file of its mapClass numbers; "
+                             "default ROOT/nyuv2/classMapping40.{mat,txt} if present, else the built-in 894 -> 40 table")
     args = parser.parse_args(argv)
     try:
         count, split = prepare(args.root, args.mat, args.mapping40)

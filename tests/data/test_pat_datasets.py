@@ -227,6 +227,51 @@ def test_nyuv2_labels_follow_the_class_names(pat_root):
     assert label13.max() < 14 and 255 not in label13  # PAT: unknown is a category, nothing ignored
 
 
+# Raw class ids (1-based positions in the published .mat's ``names``) of the 37 raw classes that
+# carry a 40-class category's own name (NYU40's "refrigerator" is "refridgerator" there).
+PUBLISHED_RAW_IDS = {
+    3: "cabinet", 4: "ceiling", 5: "chair", 7: "counter", 11: "floor", 15: "paper", 17: "refrigerator",
+    19: "table", 21: "wall", 24: "sink", 26: "box", 28: "door", 36: "desk", 42: "shelves", 45: "whiteboard",
+    55: "bag", 59: "window", 64: "picture", 80: "blinds", 83: "sofa", 85: "books", 88: "bookshelf",
+    89: "curtain", 119: "pillow", 122: "mirror", 123: "shower curtain", 124: "toilet", 135: "towel",
+    136: "bathtub", 141: "clothes", 143: "floor mat", 144: "lamp", 157: "bed", 158: "night stand",
+    169: "dresser", 172: "television", 331: "person",
+}
+
+
+def test_builtin_894_to_40_table_follows_the_published_names():
+    from longtailseg.data.datasets.nyuv2_mapping40 import NYU894_TO_40
+
+    assert len(NYU894_TO_40) == 894 and set(NYU894_TO_40) == set(range(1, 41))
+    for raw_id, name in PUBLISHED_RAW_IDS.items():
+        assert NYU40_CLASSES[NYU894_TO_40[raw_id - 1] - 1] == name, (raw_id, name)
+    # Raw classes without a category of their own name go to the "other" classes: raw 1 "book" ->
+    # otherprop, 12 "garbage bin" -> otherfurniture, 62 "light" -> otherstructure.
+    assert [NYU40_CLASSES[NYU894_TO_40[i - 1] - 1] for i in (1, 12, 62)] == \
+        ["otherprop", "otherfurniture", "otherstructure"]
+
+
+def test_nyuv2_prepare_uses_the_builtin_table_for_the_published_classes(tmp_path):
+    """A .mat with NYU Depth V2's 894 class names and no classMapping40 beside it is prepared with
+    the built-in table."""
+    from longtailseg.data.datasets.nyuv2_mapping40 import NYU894_TO_40
+    from longtailseg.data.synthetic.pat_formats import _char_refs
+
+    folder = tmp_path / "nyuv2"
+    write_nyuv2_mat(folder, num_images=3, size=16, seed=1)
+    os.remove(folder / "classMapping40.txt")
+    with h5py.File(folder / "nyu_depth_v2_labeled.mat", "r+") as f:
+        del f["names"]
+        f.create_dataset("names", data=_char_refs(f, [f"class {i}" for i in range(1, 895)], "m"))
+    assert _prepare("prepare_nyuv2.py", "--root", tmp_path) == 0
+    lookup = np.array((0, *NYU894_TO_40))
+    with LabeledMat(str(folder / "nyu_depth_v2_labeled.mat")) as data:
+        raw = data.label(2)
+    label40 = np.asarray(Image.open(folder / "labels40" / "0002.png"))
+    assert np.array_equal(label40, np.where(raw == 0, 255, lookup[raw] - 1))
+    assert len(np.unique(label40)) > 2
+
+
 def test_nyuv2_sets_share_one_split(pat_root):
     for mapping, classes in (("13", 14), ("40", 40)):
         sizes = [len(DatasetCatalog.get(f"t_nyuv2_{mapping}_pat_{s}")) for s in ("train", "val", "test")]
@@ -245,7 +290,8 @@ def test_nyuv2_prepare_errors_are_one_line(tmp_path, pat_root, capsys):
     (folder / "nyu_depth_v2_labeled.mat").write_bytes(b"MATLAB 5.0 MAT-file" + bytes(200))
     _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mapping40", "x.txt"), "not an HDF5")
     mat = pat_root / "nyuv2" / "nyu_depth_v2_labeled.mat"
-    _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat), "--mapping40")
+    _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat),
+             "48 raw classes", "894", "--mapping40")
     short = tmp_path / "map.txt"
     short.write_text("1 2 3\n")
     _refused(capsys, _prepare("prepare_nyuv2.py", "--root", tmp_path, "--mat", mat, "--mapping40", short),

@@ -71,3 +71,27 @@ def test_repeat_factors_give_floor_or_ceil_copies_per_epoch():
     assert (copies[:, 0] == 1).all() and (copies[:, 2] == 1).all()
     assert set(copies[:, 1]) == {2, 3} and set(copies[:, 3]) == {3, 4}
     assert abs(copies[:, 1].mean() - 2.5) < 0.15 and abs(copies[:, 3].mean() - 3.2) < 0.15
+
+
+
+class _Positions(torch.utils.data.Dataset):
+    def __getitem__(self, position):
+        return {"position": position, "width": 2, "height": 1}  # one aspect-ratio bucket
+
+
+def test_the_loader_returns_the_samplers_order_with_any_number_of_workers():
+    """Detectron2's train loader over a PositionStream, as data/build.py makes it: with and
+    without aspect-ratio grouping, batches hold the sampler's positions in order, which a resumed
+    run replays (Detectron2 main splits a sampler among workers by batch, v0.6 by image; with
+    grouping, main's split alone would interleave two batches)."""
+    from detectron2.data import build_detection_train_loader
+
+    from longtailseg.data.resumable import PositionStream
+
+    for grouped in (True, False):
+        for workers in (0, 2, 3):
+            stream = PositionStream(_Positions(), PositionSampler(0, 1), unit=1 if grouped else 4)
+            loader = build_detection_train_loader(dataset=stream, sampler=None, mapper=None, total_batch_size=4,
+                                                  aspect_ratio_grouping=grouped, num_workers=workers)
+            got = [d["position"] for batch in itertools.islice(iter(loader), 6) for d in batch]
+            assert got == list(range(24)), (grouped, workers, got)

@@ -101,8 +101,8 @@ def stage1(datasets_root, tmp_path_factory):
 
 @pytest.mark.parametrize("config, opts", [
     ("deeplab_v3_plus", DROPOUT + ["TEST.EVAL_PERIOD", 3]),  # evaluation at iteration 3 in the uninterrupted run only
-    ("mask_rcnn_baseline", []),
-], ids=["deeplab-dropout", "mask-rcnn"])
+    ("mask_rcnn_baseline_rfs", []),  # the repeat-factor sampler's state too
+], ids=["deeplab-dropout", "mask-rcnn-rfs"])
 def test_resume_after_kill_is_bit_identical_with_0_and_2_loader_workers(config, opts, datasets_root, tmp_path):
     """One uninterrupted run for both: the loader workers do not change what is trained."""
     _train(config, tmp_path / "full", opts, datasets_root)

@@ -19,7 +19,7 @@ from ..errors import ConfigError, DatasetError, LongTailSegError, one_line
 from .class_counting import classes_per_image
 from .datasets import is_sem_seg_dataset, missing_files_reported, prepare_dataset
 from .labels import check_label_values, read_label
-from .resumable import PositionedDataset, PositionSampler
+from .resumable import PositionedDataset, PositionSampler, PositionStream
 
 logger = logging.getLogger(__name__)
 
@@ -199,9 +199,14 @@ def build_train_loader(cfg):
             dicts, cfg.DATALOADER.REPEAT_THRESHOLD, cfg.DATALOADER.REPEAT_SQRT)
     dataset = PositionedDataset(dicts, mapper, seed, repeat_factors=repeat_factors)
     sampler = PositionSampler()
+    grouped = cfg.DATALOADER.ASPECT_RATIO_GROUPING
+    # The stream, not Detectron2's ToIterableDataset, splits the positions among the workers: the
+    # loader then returns them in the sampler's order on v0.6 and on main alike (resumable.py).
+    batch_size = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+    stream = PositionStream(dataset, sampler, unit=1 if grouped else batch_size)
     loader = build_detection_train_loader(  # mapper=None: the dataset maps
-        dataset=dataset, sampler=sampler, mapper=None, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, num_workers=cfg.DATALOADER.NUM_WORKERS,
+        dataset=stream, sampler=None, mapper=None, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        aspect_ratio_grouping=grouped, num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
     loader = _seeded(loader, seed)
     loader.position_sampler, loader.positioned_dataset = sampler, dataset

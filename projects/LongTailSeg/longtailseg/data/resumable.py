@@ -19,6 +19,11 @@ after its ``k``-th batch: :meth:`PositionSampler.resume_after` replays Detectron
 ``AspectRatioGroupedDataset`` bucketing (an image joins bucket 0 when wider than tall, else 1; a
 full bucket is a batch) over the aspect ratios of the images, so the images waiting in a bucket at
 the checkpoint come again first, in their order.
+
+With data-loader workers, :class:`PositionStream` splits the positions among them so that the
+loader returns them in the sampler's order, on every Detectron2 version (whose own splitting
+differs: one image at a time in v0.6, one batch at a time on main, which interleaves the images
+of two batches when aspect-ratio grouping takes them one by one).
 """
 import bisect
 import contextlib
@@ -28,7 +33,7 @@ import random
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
@@ -162,3 +167,24 @@ class PositionSampler(Sampler):
             j += 1
         self.start = j
         self.pending = sorted(buckets[0] + buckets[1])  # the order they were drawn in
+
+
+class PositionStream(IterableDataset):
+    """``dataset[p]`` for the positions ``p`` of ``sampler``, in the sampler's order however many
+    data-loader workers share it. PyTorch's DataLoader takes one fetch from each worker in turn (a
+    fetch is one image with aspect-ratio grouping, a batch without), so worker ``w`` of ``W``
+    takes the units of ``unit`` consecutive positions numbered ``w, w + W, w + 2W, ...``; ``unit``
+    is 1 with aspect-ratio grouping, else the batch size."""
+
+    def __init__(self, dataset, sampler, unit):
+        self.dataset, self.sampler, self.unit = dataset, sampler, int(unit)
+
+    def __iter__(self):
+        positions = iter(self.sampler)
+        worker = get_worker_info()
+        if worker is not None and worker.num_workers > 1:
+            step = self.unit * worker.num_workers
+            positions = (p for i, p in enumerate(positions)
+                         if (i % step) // self.unit == worker.id)
+        for position in positions:
+            yield self.dataset[position]

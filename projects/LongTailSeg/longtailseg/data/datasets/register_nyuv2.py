@@ -13,9 +13,9 @@ Class mappings (public tables):
 
 * 894 raw classes -> 40 classes: Gupta, Arbelaez and Malik, "Perceptual Organization and
   Recognition of Indoor Scenes from RGB-D Images", CVPR 2013; distributed as ``mapClass`` in
-  ``classMapping40.mat`` (https://github.com/ankurhanda/nyuv2-meta-data). It is 894 numbers that
-  this project does not reproduce from memory: the prepare script reads the file the user
-  downloads (or the same 894 numbers as text).
+  ``classMapping40.mat`` (https://github.com/ankurhanda/nyuv2-meta-data); shipped as
+  :data:`~.nyuv2_mapping40.NYU894_TO_40` (894 numbers), so the prepare script needs only the
+  ``.mat``; a downloaded ``classMapping40.mat`` (or its numbers as text) takes precedence.
 * 40 classes -> 13 classes: Couprie et al., ICLR 2013 / Eigen and Fergus, ICCV 2015; the
   ``classMapping13`` table of ``class13Mapping.mat`` in the same repository, 40 numbers, below as
   :data:`NYU40_TO_13` (index 0, unlabelled, -> 0, "unknown").
@@ -56,7 +56,18 @@ NYU40_TO_13 = np.array([0, 12, 5, 6, 1, 4, 9, 10, 12, 13, 6, 8, 6, 13, 10, 6, 13
 IGNORE_LABEL = 255
 MAPPINGS = {"13": NYU13_CLASSES, "40": NYU40_CLASSES}
 MAT_FILE = "nyu_depth_v2_labeled.mat"
-PREPARE_COMMAND = "python datasets/prepare_nyuv2.py --root {root} --mapping40 <classMapping40.mat or .txt>"
+PREPARE_COMMAND = "python datasets/prepare_nyuv2.py --root {root}"
+
+
+def builtin_mapping40(num_raw_classes: int, mat_path: str) -> np.ndarray:
+    """The shipped raw -> 40-class table (Gupta et al.'s ``mapClass``) as a lookup of 895 entries
+    (0 -> 0), for the published ``.mat`` of 894 raw classes; any other file needs its own table."""
+    from .nyuv2_mapping40 import NUM_RAW_CLASSES, NYU894_TO_40
+
+    if num_raw_classes != NUM_RAW_CLASSES:
+        raise DatasetError(f"{mat_path} has {num_raw_classes} raw classes, not NYU Depth V2's {NUM_RAW_CLASSES}: "
+                           "the built-in 894 -> 40 table does not apply; give its own with --mapping40")
+    return np.array((0, *NYU894_TO_40), np.uint8)
 
 
 def read_mapping40(path: str, num_raw_classes: int) -> np.ndarray:
