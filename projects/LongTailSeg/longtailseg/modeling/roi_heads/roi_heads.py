@@ -138,6 +138,19 @@ class FrozenBranchesSkipped:
         return super()._forward_keypoint(features, instances)
 
 
+def _for_replaced_predictors(cfg):
+    """``cfg`` for the plain predictors Detectron2's ``_init_box_head`` builds before they are
+    replaced: with the federated loss off, since Detectron2 main's predictor would read its class
+    weights from the dataset's metadata (``class_image_count``) when built; the long-tail
+    classifier takes them from the class statistics instead."""
+    if not cfg.MODEL.ROI_BOX_HEAD.get("USE_FED_LOSS", False):
+        return cfg
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False
+    return cfg
+
+
 @ROI_HEADS_REGISTRY.register()
 class LongTailStandardROIHeads(FrozenBranchesSkipped, StandardROIHeads, LongTailClassifierOwner):
     """StandardROIHeads (box, mask, keypoint branches unchanged) whose box predictor is
@@ -158,7 +171,7 @@ class LongTailStandardROIHeads(FrozenBranchesSkipped, StandardROIHeads, LongTail
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         # Detectron2 builds pooler, box head and a plain predictor; the predictor is replaced.
-        parts = super()._init_box_head(cfg, input_shape)
+        parts = super()._init_box_head(_for_replaced_predictors(cfg), input_shape)
         parts["box_predictor"] = LongTailFastRCNNOutputLayers(cfg, parts["box_head"].output_shape)
         return parts
 
@@ -199,7 +212,7 @@ class LongTailCascadeROIHeads(FrozenBranchesSkipped, CascadeROIHeads, LongTailCl
     def _init_box_head(cls, cfg, input_shape):
         # Detectron2 builds pooler, box heads and plain predictors; each predictor is replaced
         # by the long-tail one with its stage's box-regression weights.
-        parts = super()._init_box_head(cfg, input_shape)
+        parts = super()._init_box_head(_for_replaced_predictors(cfg), input_shape)
         weights = cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS
         parts["box_predictors"] = [
             LongTailFastRCNNOutputLayers(cfg, head.output_shape,
