@@ -27,7 +27,7 @@ if ! "$py" -c "import detectron2._C" 2>/dev/null; then
   trap 'rm -rf "$work"' EXIT
   tar -xzf "$source_tarball" -C "$work"
   src="$(dirname "$(ls -d "$work"/*/setup.py | head -1)")"
-  echo "building Detectron2 from $source_tarball (C++ ops for the CPU; about 2 minutes)"
+  echo "building Detectron2 from $source_tarball (C++ ops for the CPU; a few minutes)"
   "$py" -m pip install -q --no-build-isolation "$src"
 fi
 # lvis without its dependencies (they would add opencv-python beside opencv-python-headless).
