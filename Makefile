@@ -220,6 +220,8 @@ define newline
 
 endef
 # PAT_TABLES: which of the four tables (ARCH_SET names) to train, e.g. PAT_TABLES=segnet_nyuv2.
+# A finished run (its model_final.pth) is not trained again: give a shortened schedule its own
+# folder, e.g. make results-pat STAGE1_ITERS=200 PAT_OUT=output/synthetic_pat_200it (RESULTS.md).
 PAT_TABLES ?= unet_oxford_pet segnet_oxford_pet unet_nyuv2 segnet_nyuv2
 results-pat: data-pat
 	$(foreach table,$(PAT_TABLES),$(call pat_table,$(table))$(newline))

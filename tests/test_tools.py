@@ -13,9 +13,10 @@ from PIL import Image
 from conftest import REPO, run_tool
 
 
-def _results(path, miou_tail):
-    sem_seg = {"mIoU": 50.0, "mACC": 60.0, "pACC": 90.0, "mIoU-head": 90.0, "mIoU-body": 40.0,
-               "mIoU-tail": miou_tail, "mACC-head": 95.0, "mACC-body": 50.0, "mACC-tail": None}
+def _results(path, miou_tail, pacc=90.0, dice_err=0.25):
+    sem_seg = {"mIoU": 50.0, "mACC": 60.0, "pACC": pacc, "mIoU-head": 90.0, "mIoU-body": 40.0,
+               "mIoU-tail": miou_tail, "mACC-head": 95.0, "mACC-body": 50.0, "mACC-tail": None,
+               "DiceErr": dice_err}
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"sem_seg": sem_seg}))
 
@@ -27,6 +28,22 @@ def test_compare_results_table(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert "mIoU-tail" in lines[0] and lines[2].startswith("| CE") and lines[3].startswith("| BLV")
     assert "7.25" in lines[3] and "1.50" in lines[2] and "n/a" in lines[3]
+
+
+def test_compare_results_differences_include_pixel_accuracy_and_dice_error(tmp_path):
+    """PAT's tables report mIoU, pACC and the Dice error: all three in the difference table,
+    the Dice error to 3 decimals as in the main table."""
+    for seed, (tail, pacc, dice) in enumerate([(1.0, 90.0, 0.250), (2.0, 91.0, 0.260)]):
+        _results(tmp_path / f"ce{seed}/inference/val_set/sem_seg_results.json", tail, pacc, dice)
+    for seed, (tail, pacc, dice) in enumerate([(7.0, 95.0, 0.100), (8.0, 96.0, 0.110)]):
+        _results(tmp_path / f"pat{seed}/inference/val_set/sem_seg_results.json", tail, pacc, dice)
+    proc = run_tool("compare_results.py", *(tmp_path / r for r in ("ce0", "ce1", "pat0", "pat1")),
+                    "--names", "CE", "CE", "PAT", "PAT")
+    differences = proc.stdout.split("Difference to CE")[1].strip().splitlines()
+    header = [c.strip() for c in differences[1].strip("|").split("|")]
+    cells = dict(zip(header, (c.strip() for c in differences[3].strip("|").split("|"))))
+    assert cells["run"] == "PAT" and cells["mIoU-tail"] == "+6.00*"
+    assert cells["pACC"] == "+5.00*" and cells["DiceErr"] == "-0.150*"
 
 
 def test_compare_results_names_a_missing_run(tmp_path):

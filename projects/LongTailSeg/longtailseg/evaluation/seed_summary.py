@@ -141,7 +141,8 @@ def exceeds_spread(values_a, values_b):
 
 def difference_rows(groups, metrics, values_of, digits=2):
     """Rows of (mean of a row) - (mean of the first row) per metric, "*" where it exceeds the
-    spread. ``values_of(runs_results, metric)`` gives the per-seed values of one metric."""
+    spread. ``values_of(runs_results, metric)`` gives the per-seed values of one metric;
+    ``digits`` is one number of decimals, or a dict of them per metric (2 for the others)."""
     (_, reference), rows = groups[0], []
     for name, results in groups[1:]:
         cells = [name]
@@ -153,7 +154,8 @@ def difference_rows(groups, metrics, values_of, digits=2):
                 cells.append("n/a")
                 continue
             mark = "*" if exceeds_spread(a, b) else ""
-            cells.append(f"{mean_a - mean_b:+.{digits}f}{mark}")
+            places = digits.get(metric, 2) if isinstance(digits, dict) else digits
+            cells.append(f"{mean_a - mean_b:+.{places}f}{mark}")
         rows.append(cells)
     return rows
 
@@ -174,11 +176,11 @@ def run_names(args):
     return names
 
 
-def print_differences(groups, metrics, values_of):
+def print_differences(groups, metrics, values_of, digits=2):
     """The difference of every row's mean to the first row's, marked where it exceeds the spread."""
     if len(groups) < 2:
         return
     print(f"\nDifference to {groups[0][0]} (* : larger than the sum of the two standard deviations; "
           "shown only with at least 2 seeds on both sides)")
-    print(tabulate(difference_rows(groups, metrics, values_of), headers=["run"] + list(metrics),
+    print(tabulate(difference_rows(groups, metrics, values_of, digits), headers=["run"] + list(metrics),
                    tablefmt="pipe", disable_numparse=True))
