@@ -111,7 +111,7 @@ def main(argv=None):
     print(tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True))
     # pACC and the Dice error too: with mIoU, the metrics of the PAT paper's tables.
     print_differences([(name, results) for name, _, results in groups], metric_keys(args.uniform),
-                      seed_values, digits={"DiceErr": 3})
+                      seed_values, decimals={"DiceErr": 3})
     return 0
 
 

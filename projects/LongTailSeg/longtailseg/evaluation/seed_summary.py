@@ -139,10 +139,10 @@ def exceeds_spread(values_a, values_b):
     return abs(mean_a - mean_b) > std_a + std_b
 
 
-def difference_rows(groups, metrics, values_of, digits=2):
+def difference_rows(groups, metrics, values_of, decimals=None):
     """Rows of (mean of a row) - (mean of the first row) per metric, "*" where it exceeds the
     spread. ``values_of(runs_results, metric)`` gives the per-seed values of one metric;
-    ``digits`` is one number of decimals, or a dict of them per metric (2 for the others)."""
+    ``decimals`` maps a metric to its decimal places (2 for the others)."""
     (_, reference), rows = groups[0], []
     for name, results in groups[1:]:
         cells = [name]
@@ -154,8 +154,7 @@ def difference_rows(groups, metrics, values_of, digits=2):
                 cells.append("n/a")
                 continue
             mark = "*" if exceeds_spread(a, b) else ""
-            places = digits.get(metric, 2) if isinstance(digits, dict) else digits
-            cells.append(f"{mean_a - mean_b:+.{places}f}{mark}")
+            cells.append(f"{mean_a - mean_b:+.{(decimals or {}).get(metric, 2)}f}{mark}")
         rows.append(cells)
     return rows
 
@@ -176,11 +175,11 @@ def run_names(args):
     return names
 
 
-def print_differences(groups, metrics, values_of, digits=2):
+def print_differences(groups, metrics, values_of, decimals=None):
     """The difference of every row's mean to the first row's, marked where it exceeds the spread."""
     if len(groups) < 2:
         return
     print(f"\nDifference to {groups[0][0]} (* : larger than the sum of the two standard deviations; "
           "shown only with at least 2 seeds on both sides)")
-    print(tabulate(difference_rows(groups, metrics, values_of, digits), headers=["run"] + list(metrics),
+    print(tabulate(difference_rows(groups, metrics, values_of, decimals), headers=["run"] + list(metrics),
                    tablefmt="pipe", disable_numparse=True))
